@@ -1,0 +1,281 @@
+"""The subscription hub: turns store commits into per-subscriber event batches.
+
+Design, in three rules:
+- A commit only marks the endpoint dirty (O(1)); the fan-out to subscribers
+  happens in one batch per `batch_window`, so the collector never waits on a
+  subscriber.
+- A subscriber keeps a *set* of pending endpoint names, not a queue of events:
+  however slow it is, its backlog is bounded by the number of endpoints, and
+  when it reads it gets the latest state of each (updates coalesce).
+- Events are computed when sent, against the names the subscriber has been
+  told about (`known`): an endpoint that left the store or stopped matching
+  the selector yields REMOVED exactly when the subscriber knew it, so a
+  REMOVED is never lost and never invented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from datalayer.model import ALWAYS_SENT_PARTS
+from datalayer.selector import EVERYTHING, Selector
+from datalayer.store import REMOVED_PART, EndpointRecord, EndpointStore
+
+#: Initial state is sent in chunks so no single message grows with the fleet.
+SNAPSHOT_CHUNK = 500
+
+
+class EventKind(enum.Enum):
+    ADDED = 1
+    UPDATED = 2
+    REMOVED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    name: str
+    #: The current record for ADDED/UPDATED; None for REMOVED.
+    record: EndpointRecord | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """One message's worth of events, with the revision they bring the subscriber to."""
+
+    events: list[Event]
+    revision: int
+    synced: bool = False
+    full_snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class WatchFilter:
+    """Which endpoints and which parts of them a subscriber wants."""
+
+    selector: Selector = EVERYTHING
+    names: frozenset[str] = frozenset()
+    #: Attribute keys and/or `metrics`; empty means every part.
+    parts: frozenset[str] = frozenset()
+
+    def wants_endpoint(self, record: EndpointRecord) -> bool:
+        if self.names and record.spec.name not in self.names:
+            return False
+        return self.selector.matches(record.spec.labels)
+
+    def wants_parts(self, parts: frozenset[str]) -> bool:
+        if not self.parts:
+            return True
+        return not parts.isdisjoint(self.parts) or not parts.isdisjoint(_ALWAYS)
+
+
+_ALWAYS = ALWAYS_SENT_PARTS | {REMOVED_PART}
+
+
+@dataclass
+class HubStats:
+    batches_sent: int = 0
+    events_sent: int = 0
+    #: Updates folded into an already pending one (a slow subscriber's saving).
+    coalesced: int = 0
+
+
+class Subscriber:
+    """One Watch stream's view: what it was told, and what it still has to be told."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        watch_filter: WatchFilter,
+        initial: list[str],
+        replay: bool,
+        resume_revision: int,
+        min_interval: float,
+        heartbeat_interval: float,
+    ) -> None:
+        self.hub = hub
+        self.filter = watch_filter
+        self.min_interval = min_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.pending: dict[str, None] = {}
+        self.known: dict[str, int] = {}
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._initial = initial
+        self._replay = replay
+        self._resume_revision = resume_revision
+
+    def interested(self, name: str, parts: frozenset[str]) -> bool:
+        if name in self.known:
+            return self.filter.wants_parts(parts)
+        record = self.hub.store.get(name)
+        return record is not None and self.filter.wants_endpoint(record)
+
+    def mark(self, name: str) -> None:
+        if name in self.pending:
+            self.hub.stats.coalesced += 1
+        else:
+            self.pending[name] = None
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """The stream: initial state (snapshot or replay), then live batches until closed."""
+        for batch in self._initial_batches():
+            yield batch
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        while not self.closed:
+            if not self.pending:
+                try:
+                    async with asyncio.timeout(self.heartbeat_interval or None):
+                        await self.wake.wait()
+                except TimeoutError:
+                    last_sent = loop.time()
+                    yield Batch([], self.hub.store.revision)
+                    continue
+            self.wake.clear()
+            if self.closed:
+                return
+            if self.min_interval:
+                delay = last_sent + self.min_interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            events = self._drain()
+            if events:
+                last_sent = loop.time()
+                self.hub.stats.batches_sent += 1
+                self.hub.stats.events_sent += len(events)
+                yield Batch(events, self.hub.store.revision)
+
+    def _initial_batches(self) -> list[Batch]:
+        store = self.hub.store
+        events: list[Event] = []
+        if self._replay:
+            # The client holds the state as of the resume revision: everything matching now
+            # that existed then is known to it; the changed names are replayed.
+            for record in store:
+                if record.created_revision <= self._resume_revision and self.filter.wants_endpoint(
+                    record
+                ):
+                    self.known[record.name] = record.created_revision
+            for name in self._initial:
+                events.extend(self._event_for(name, removed_if_unknown=True))
+        else:
+            for name in self._initial:
+                events.extend(self._event_for(name, removed_if_unknown=False))
+        revision = store.revision
+        chunks = [events[i : i + SNAPSHOT_CHUNK] for i in range(0, len(events), SNAPSHOT_CHUNK)]
+        if not chunks:
+            chunks = [[]]
+        batches = [Batch(chunk, revision, full_snapshot=not self._replay) for chunk in chunks]
+        batches[-1].synced = True
+        self.hub.stats.events_sent += len(events)
+        return batches
+
+    def _drain(self) -> list[Event]:
+        names = list(self.pending)
+        self.pending.clear()
+        events: list[Event] = []
+        for name in names:
+            events.extend(self._event_for(name, removed_if_unknown=False))
+        return events
+
+    def _event_for(self, name: str, removed_if_unknown: bool) -> Iterable[Event]:
+        record = self.hub.store.get(name)
+        known_generation = self.known.get(name)
+        if record is not None and self.filter.wants_endpoint(record):
+            self.known[name] = record.created_revision
+            if known_generation is None:
+                return (Event(EventKind.ADDED, name, record),)
+            if known_generation != record.created_revision:
+                # Removed and added again between two sends: the client must drop the old one.
+                return (Event(EventKind.REMOVED, name, None), Event(EventKind.ADDED, name, record))
+            return (Event(EventKind.UPDATED, name, record),)
+        if known_generation is not None or removed_if_unknown:
+            self.known.pop(name, None)
+            return (Event(EventKind.REMOVED, name, None),)
+        return ()
+
+
+@dataclass
+class Hub:
+    """Fans store changes out to subscribers in batches."""
+
+    store: EndpointStore
+    batch_window: float = 0.005
+    max_subscribers: int = 1000
+    stats: HubStats = field(default_factory=HubStats)
+
+    def __post_init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self._dirty: dict[str, frozenset[str]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.store.add_listener(self._on_change)
+
+    def subscribe(
+        self,
+        watch_filter: WatchFilter,
+        resume_revision: int = 0,
+        resume_instance_id: str = "",
+        min_interval: float = 0.0,
+        heartbeat_interval: float = 0.0,
+    ) -> Subscriber:
+        """Register a subscriber; raises OverflowError past `max_subscribers`."""
+        if len(self.subscribers) >= self.max_subscribers:
+            raise OverflowError(f"too many subscribers (limit {self.max_subscribers})")
+        replay_names = None
+        if resume_revision and resume_instance_id == self.store.instance_id:
+            replay_names = self.store.changed_since(resume_revision)
+        if replay_names is not None:
+            initial, replay = replay_names, True
+        else:
+            initial = [r.name for r in self.store if watch_filter.wants_endpoint(r)]
+            replay = False
+        subscriber = Subscriber(
+            self,
+            watch_filter,
+            initial,
+            replay,
+            resume_revision,
+            min_interval,
+            heartbeat_interval,
+        )
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        subscriber.closed = True
+        subscriber.wake.set()
+        self.subscribers.discard(subscriber)
+
+    def close(self) -> None:
+        """End every stream (at shutdown)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for subscriber in list(self.subscribers):
+            self.unsubscribe(subscriber)
+
+    def _on_change(self, name: str, parts: frozenset[str], revision: int) -> None:
+        if not self.subscribers:
+            return  # a new subscriber starts from a snapshot, so there is nothing to keep
+        previous = self._dirty.get(name)
+        self._dirty[name] = parts if previous is None else previous | parts
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.batch_window, self.flush)
+
+    def flush(self) -> None:
+        """Hand the dirty endpoints to every interested subscriber and wake it."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, {}
+        for subscriber in self.subscribers:
+            woke = False
+            for name, parts in dirty.items():
+                if subscriber.interested(name, parts):
+                    subscriber.mark(name)
+                    woke = True
+            if woke:
+                subscriber.wake.set()

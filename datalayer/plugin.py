@@ -1,0 +1,126 @@
+"""The plugin contracts: the only things the core knows about sources, extractors and discovery.
+
+Each contract is a small abstract class; plugins subclass one, declare their
+`type_name` and a `Parameters` dataclass, and register with the registry. The
+core builds them from configuration and never imports a plugin module.
+
+A minimal extractor, for a source whose payload is a `dict`::
+
+    @dataclass
+    class Params:
+        key: str = "load"
+
+    class LoadExtractor(Extractor):
+        type_name = "load-extractor"
+        Parameters = Params
+        input_type = dict
+
+        def __init__(self, name: str, params: Params) -> None:
+            super().__init__(name, params)
+            self.key = params.key
+
+        def extract(self, payload: dict, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
+            out.set_custom(self.key, float(payload[self.key]))
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+from datalayer.model import EndpointSpec, EndpointUpdate
+
+
+class ParameterError(ValueError):
+    """A plugin parameter is invalid; `field` is its dotted path below `parameters`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class Plugin(abc.ABC):
+    """Base of every plugin: a named instance built from its decoded parameters."""
+
+    #: The name used in YAML (`plugins[].type`).
+    type_name: ClassVar[str]
+    #: A dataclass describing `plugins[].parameters`; decoded strictly by the config loader.
+    Parameters: ClassVar[type]
+    #: One line for `datalayer plugins`.
+    description: ClassVar[str] = ""
+
+    def __init__(self, name: str, params: Any) -> None:
+        self.name = name
+        self.params = params
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release connections or files; called once at shutdown."""
+
+
+class Extractor(Plugin):
+    """Turns a source's payload into endpoint metrics and attributes."""
+
+    #: The payload type this extractor accepts; the source's `output_type` must be a subclass.
+    input_type: ClassVar[type]
+
+    def required_names(self) -> frozenset[str]:
+        """What the source must fetch for this extractor (e.g. metric names), known at start-up."""
+        return frozenset()
+
+    @abc.abstractmethod
+    def extract(self, payload: Any, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
+        """Record values (or per-field errors) read from `payload` in `out`; never raise."""
+
+
+class PollingDataSource(Plugin):
+    """Fetches one payload per endpoint per tick, shared by all its extractors."""
+
+    #: The payload type `poll` returns.
+    output_type: ClassVar[type]
+
+    def __init__(self, name: str, params: Any) -> None:
+        super().__init__(name, params)
+        self.extractors: list[Extractor] = []
+
+    def check_extractor(self, extractor: Extractor) -> str | None:
+        """Why `extractor` cannot consume this source's payloads, or None when it can."""
+        if not issubclass(self.output_type, extractor.input_type):
+            return (
+                f"extractor {extractor.name!r} ({extractor.type_name}) takes "
+                f"{extractor.input_type.__name__} but source {self.name!r} "
+                f"({self.type_name}) produces {self.output_type.__name__}"
+            )
+        return None
+
+    def add_extractor(self, extractor: Extractor) -> None:
+        """Attach an extractor at start-up; the wiring was checked by `check_extractor`."""
+        self.extractors.append(extractor)
+
+    def start(self) -> None:
+        """Called once after all extractors are attached, inside the running event loop."""
+
+    @abc.abstractmethod
+    async def poll(self, endpoint: EndpointSpec) -> Any:
+        """Fetch one payload from `endpoint`; raise on failure (the collector records why)."""
+
+
+class DiscoverySink(Protocol):
+    """Where discovery reports endpoints; calls are applied in the order they are awaited."""
+
+    async def upsert(self, spec: EndpointSpec) -> None: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def replace_all(self, specs: Sequence[EndpointSpec]) -> None: ...
+
+    def mark_synced(self) -> None: ...
+
+
+class Discovery(Plugin):
+    """Finds endpoints and keeps the store's set of them current."""
+
+    @abc.abstractmethod
+    async def run(self, sink: DiscoverySink) -> None:
+        """Report endpoints to `sink` until cancelled; `sink.mark_synced()` after the first set."""

@@ -1,0 +1,174 @@
+"""The endpoint store: the one place endpoint state lives.
+
+Every committed change bumps one global revision and reports which parts of
+the endpoint changed, so the hub can tell each subscriber only what it asked
+for. Everything here is synchronous and runs on the event loop thread, so any
+read that does not await sees a consistent snapshot.
+
+Freshness is kept apart from change: a poll that reads the same values again
+moves `update_time` in place but is not a commit, so an idle fleet costs no
+revisions and no stream traffic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from datalayer.model import (
+    IDENTITY_PART,
+    METRICS_PART,
+    STATUS_PART,
+    Attribute,
+    EndpointSpec,
+    EndpointUpdate,
+    Metrics,
+    same_value,
+)
+
+#: Called after each commit with the endpoint name, the changed parts and the new revision.
+#: Parts: `@identity`, `@status`, `metrics`, an attribute key, or `@removed`.
+ChangeListener = Callable[[str, frozenset[str], int], None]
+
+REMOVED_PART = "@removed"
+_ADDED_PARTS = frozenset({IDENTITY_PART, STATUS_PART, METRICS_PART})
+
+
+@dataclass(slots=True)
+class EndpointRecord:
+    """The store's state for one endpoint. Readers must not mutate it."""
+
+    spec: EndpointSpec
+    #: Revision at which this endpoint (under this name) was added; tells re-adds apart.
+    created_revision: int
+    revision: int
+    metrics: Metrics = field(default_factory=Metrics)
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+    stale: bool = True
+    last_error: str = "no data collected yet"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class EndpointStore:
+    """Endpoints by name, one global revision, and a bounded history of what changed."""
+
+    def __init__(self, history_size: int = 10_000) -> None:
+        #: Names this server instance; revisions mean nothing across instances.
+        self.instance_id = uuid.uuid4().hex
+        self.revision = 0
+        self._records: dict[str, EndpointRecord] = {}
+        self._listeners: list[ChangeListener] = []
+        # (revision, name) for every commit, oldest first: lets a resumed watch replay its gap.
+        self._history: deque[tuple[int, str]] = deque(maxlen=history_size)
+
+    # --- reads ---
+
+    def get(self, name: str) -> EndpointRecord | None:
+        return self._records.get(name)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[EndpointRecord]:
+        return iter(list(self._records.values()))
+
+    def names(self) -> list[str]:
+        return list(self._records)
+
+    def changed_since(self, revision: int) -> list[str] | None:
+        """Names changed after `revision`, oldest first; None when history no longer covers it."""
+        if revision >= self.revision:
+            return []
+        if not self._history or self._history[0][0] > revision + 1:
+            return None
+        seen: dict[str, None] = {}
+        for rev, name in reversed(self._history):
+            if rev <= revision:
+                break
+            seen.setdefault(name, None)
+        return list(reversed(seen))
+
+    # --- writes ---
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def upsert(self, spec: EndpointSpec) -> bool:
+        """Add an endpoint or change its identity (address, labels...); True if anything changed."""
+        record = self._records.get(spec.name)
+        if record is None:
+            revision = self._bump(spec.name)
+            self._records[spec.name] = EndpointRecord(spec, revision, revision)
+            self._notify(spec.name, _ADDED_PARTS, revision)
+            return True
+        if record.spec == spec:
+            return False
+        record.spec = spec
+        record.revision = self._bump(spec.name)
+        self._notify(spec.name, frozenset({IDENTITY_PART}), record.revision)
+        return True
+
+    def remove(self, name: str) -> bool:
+        if self._records.pop(name, None) is None:
+            return False
+        self._notify(name, frozenset({REMOVED_PART}), self._bump(name))
+        return True
+
+    def set_status(self, name: str, stale: bool, last_error: str) -> bool:
+        record = self._records.get(name)
+        if record is None or (record.stale == stale and record.last_error == last_error):
+            return False
+        record.stale = stale
+        record.last_error = last_error
+        record.revision = self._bump(name)
+        self._notify(name, frozenset({STATUS_PART}), record.revision)
+        return True
+
+    def apply(self, name: str, update: EndpointUpdate, now: float) -> frozenset[str]:
+        """Merge what a tick read; commit only real changes. Returns the changed parts."""
+        record = self._records.get(name)
+        if record is None:
+            return frozenset()
+        changed: set[str] = set()
+        metrics = record.metrics
+        if update.metrics or update.custom:
+            for field_name, value in update.metrics.items():
+                if not same_value(getattr(metrics, field_name), value):
+                    setattr(metrics, field_name, value)
+                    changed.add(METRICS_PART)
+            for key, number in update.custom.items():
+                old = metrics.custom.get(key)
+                if old is None or not same_value(old, number):
+                    metrics.custom[key] = number
+                    changed.add(METRICS_PART)
+            metrics.update_time = now
+        for key, value in update.attributes.items():
+            attribute = record.attributes.get(key)
+            if attribute is None:
+                record.attributes[key] = Attribute(value, now)
+                changed.add(key)
+            else:
+                if not same_value(attribute.value, value):
+                    attribute.value = value
+                    changed.add(key)
+                attribute.update_time = now
+        if not changed:
+            return frozenset()
+        parts = frozenset(changed)
+        record.revision = self._bump(name)
+        self._notify(name, parts, record.revision)
+        return parts
+
+    def _bump(self, name: str) -> int:
+        self.revision += 1
+        self._history.append((self.revision, name))
+        return self.revision
+
+    def _notify(self, name: str, parts: frozenset[str], revision: int) -> None:
+        for listener in self._listeners:
+            listener(name, parts, revision)

@@ -1,0 +1,174 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Metrics(_message.Message):
+    __slots__ = ("waiting_queue_size", "running_requests_size", "kv_cache_usage_percent", "cache_block_size", "cache_num_blocks", "active_models", "waiting_models", "max_active_models", "custom", "update_time")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WAITING_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REQUESTS_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_USAGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    waiting_queue_size: int
+    running_requests_size: int
+    kv_cache_usage_percent: float
+    cache_block_size: int
+    cache_num_blocks: int
+    active_models: _containers.RepeatedScalarFieldContainer[str]
+    waiting_models: _containers.RepeatedScalarFieldContainer[str]
+    max_active_models: int
+    custom: _containers.ScalarMap[str, float]
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, waiting_queue_size: _Optional[int] = ..., running_requests_size: _Optional[int] = ..., kv_cache_usage_percent: _Optional[float] = ..., cache_block_size: _Optional[int] = ..., cache_num_blocks: _Optional[int] = ..., active_models: _Optional[_Iterable[str]] = ..., waiting_models: _Optional[_Iterable[str]] = ..., max_active_models: _Optional[int] = ..., custom: _Optional[_Mapping[str, float]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AttributeValue(_message.Message):
+    __slots__ = ("number", "text", "strings", "object", "update_time")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    text: str
+    strings: StringList
+    object: _struct_pb2.Value
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, number: _Optional[float] = ..., text: _Optional[str] = ..., strings: _Optional[_Union[StringList, _Mapping]] = ..., object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("name", "namespace", "address", "port", "labels", "metrics", "attributes", "stale", "last_error", "revision")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValue, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    address: str
+    port: int
+    labels: _containers.ScalarMap[str, str]
+    metrics: Metrics
+    attributes: _containers.MessageMap[str, AttributeValue]
+    stale: bool
+    last_error: str
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., stale: _Optional[bool] = ..., last_error: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetEndpointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsRequest(_message.Message):
+    __slots__ = ("selector",)
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    def __init__(self, selector: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "revision", "instance_id")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    revision: int
+    instance_id: str
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class Subscription(_message.Message):
+    __slots__ = ("selector", "names", "attributes", "resume_revision", "resume_instance_id", "min_interval", "heartbeat_interval")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_REVISION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    attributes: _containers.RepeatedScalarFieldContainer[str]
+    resume_revision: int
+    resume_instance_id: str
+    min_interval: _duration_pb2.Duration
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, selector: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., resume_revision: _Optional[int] = ..., resume_instance_id: _Optional[str] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("type", "endpoint")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
+        ADDED: _ClassVar[WatchEvent.Type]
+        UPDATED: _ClassVar[WatchEvent.Type]
+        REMOVED: _ClassVar[WatchEvent.Type]
+    TYPE_UNSPECIFIED: WatchEvent.Type
+    ADDED: WatchEvent.Type
+    UPDATED: WatchEvent.Type
+    REMOVED: WatchEvent.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    type: WatchEvent.Type
+    endpoint: Endpoint
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("events", "revision", "instance_id", "synced", "full_snapshot")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
+    FULL_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    revision: int
+    instance_id: str
+    synced: bool
+    full_snapshot: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ..., synced: _Optional[bool] = ..., full_snapshot: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,18 @@
+"""The built-in plugins. Registered through the `datalayer.plugins` entry point, like any other.
+
+Each plugin lives in its own package with a README; this module only lists them.
+"""
+
+from __future__ import annotations
+
+from datalayer.registry import Registry
+
+
+def register(registry: Registry) -> None:
+    """Entry-point hook: add every built-in plugin type to `registry`."""
+    from plugins.core_metrics.extractor import CoreMetricsExtractor
+    from plugins.file_discovery.discovery import FileDiscovery
+    from plugins.metrics_source.source import MetricsDataSource
+
+    for cls in (MetricsDataSource, CoreMetricsExtractor, FileDiscovery):
+        registry.register(cls)

@@ -1,0 +1,135 @@
+"""Endpoints from a YAML file, as upstream's file discovery:
+
+    endpoints:
+    - name: vllm-0
+      namespace: default
+      address: 10.0.0.7
+      port: 8000
+      labels: {app: vllm}
+
+The file is polled for changes (mtime, size, inode) rather than watched with
+inotify: it works the same on every filesystem, including ConfigMap volumes,
+whose updates are symlink swaps. A broken edit keeps the last good set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from datalayer.model import EndpointSpec
+from datalayer.params import DecodeError, Duration, decode_dataclass
+from datalayer.plugin import Discovery, DiscoverySink, ParameterError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileDiscoveryParameters:
+    path: str
+    watch_file: bool = True
+    #: How often the file's metadata is checked for a change.
+    poll_interval: Duration = Duration(1.0)
+    max_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class _EndpointEntry:
+    name: str
+    address: str
+    port: int
+    namespace: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _EndpointsFile:
+    endpoints: list[_EndpointEntry] = field(default_factory=list)
+
+
+class EndpointsFileError(ValueError):
+    """The endpoints file cannot be used; the message names the file and the problem."""
+
+
+def read_endpoints_file(path: Path, max_bytes: int) -> list[EndpointSpec]:
+    """Parse and validate an endpoints file (blocking: call it in a thread)."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise EndpointsFileError(f"{path}: {size} bytes exceeds the {max_bytes}-byte limit")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EndpointsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise EndpointsFileError(f"{path}: invalid YAML: {exc}") from None
+    try:
+        document: _EndpointsFile = decode_dataclass(_EndpointsFile, data)
+    except DecodeError as exc:
+        raise EndpointsFileError(f"{path}: {exc}") from None
+    specs: list[EndpointSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(document.endpoints):
+        where = f"{path}: endpoints[{i}]"
+        if not entry.name:
+            raise EndpointsFileError(f"{where}.name: must not be empty")
+        if entry.name in seen:
+            raise EndpointsFileError(f"{where}.name: duplicate endpoint name {entry.name!r}")
+        if not 0 < entry.port < 65536:
+            raise EndpointsFileError(f"{where}.port: must be 1..65535, got {entry.port}")
+        if not entry.address:
+            raise EndpointsFileError(f"{where}.address: must not be empty")
+        seen.add(entry.name)
+        specs.append(
+            EndpointSpec(entry.name, entry.address, entry.port, entry.namespace, entry.labels)
+        )
+    return specs
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class FileDiscovery(Discovery):
+    type_name = "file-discovery"
+    description = "endpoints listed in a YAML file, reloaded when the file changes"
+    Parameters = FileDiscoveryParameters
+
+    def __init__(self, name: str, params: FileDiscoveryParameters) -> None:
+        super().__init__(name, params)
+        if not params.path:
+            raise ParameterError("path", "must not be empty")
+        if params.poll_interval <= 0:
+            raise ParameterError("pollInterval", "must be greater than zero")
+        self.path = Path(params.path)
+        self.params: FileDiscoveryParameters = params
+
+    async def run(self, sink: DiscoverySink) -> None:
+        fingerprint = _fingerprint(self.path)
+        await self._load(sink)
+        sink.mark_synced()
+        if not self.params.watch_file:
+            return
+        while True:
+            await asyncio.sleep(self.params.poll_interval)
+            current = _fingerprint(self.path)
+            if current != fingerprint:
+                fingerprint = current
+                await self._load(sink)
+
+    async def _load(self, sink: DiscoverySink) -> None:
+        try:
+            specs = await asyncio.to_thread(read_endpoints_file, self.path, self.params.max_bytes)
+        except EndpointsFileError as exc:
+            log.warning("keeping the last good endpoint set: %s", exc)
+            return
+        log.info("loaded %d endpoints from %s", len(specs), self.path)
+        await sink.replace_all(specs)

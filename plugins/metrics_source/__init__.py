@@ -1,0 +1,5 @@
+"""`metrics-data-source`: one HTTP GET of an endpoint's Prometheus `/metrics` per tick."""
+
+from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
+
+__all__ = ["MetricsDataSource", "MetricsSourceParameters"]

@@ -1,0 +1,150 @@
+"""Assembles a running data layer from a loaded configuration, and takes it down again.
+
+Start order follows the data flow (sources → collector → discovery → gRPC);
+stop order is the reverse, and every task started here is cancelled and
+awaited here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from datalayer.collector import Collector
+from datalayer.config import DataLayerConfig
+from datalayer.hub import Hub
+from datalayer.store import EndpointStore
+from datalayer.v1 import datalayer_pb2 as pb
+from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
+from server.observability import SelfMetrics
+from server.service import DataLayerService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataLayer"].full_name
+#: gRPC messages larger than this are refused (a Subscription is a few KB at most).
+MAX_RECEIVE_BYTES = 1 << 20
+
+
+@dataclass
+class ServeOptions:
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 9002
+    metrics_host: str = "0.0.0.0"
+    #: 0 picks a free port; None disables the metrics HTTP server.
+    metrics_port: int | None = 9090
+    shutdown_grace: float = 2.0
+
+
+class DataLayerApp:
+    """One running service: store, hub, collector, discovery, gRPC and metrics servers."""
+
+    def __init__(self, config: DataLayerConfig, options: ServeOptions | None = None) -> None:
+        self.config = config
+        self.options = options or ServeOptions()
+        self.store = EndpointStore()
+        self.hub = Hub(self.store)
+        self.metrics = SelfMetrics(self.store, self.hub)
+        self.collector = Collector(
+            self.store, config.sources, config.collector, observer=self.metrics
+        )
+        self.health = health.aio.HealthServicer()
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._discovery_task: asyncio.Task[None] | None = None
+        self._ready_task: asyncio.Task[None] | None = None
+        self._http: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        for binding in self.config.sources:
+            binding.source.start()
+        self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
+        await self._start_grpc()
+        await self._start_metrics_http()
+        self._ready_task = asyncio.create_task(self._serve_when_synced(), name="health")
+        log.info(
+            "serving gRPC on %s:%d, metrics on %s",
+            self.options.grpc_host,
+            self.grpc_port,
+            f"port {self.metrics_port}" if self._http else "no port",
+            extra={"grpc_port": self.grpc_port, "metrics_port": self.metrics_port},
+        )
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_DataLayerServicer_to_server(DataLayerService(self.store, self.hub), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(f"{self.options.grpc_host}:{self.options.grpc_port}")
+        if port == 0:
+            raise OSError(f"cannot listen on {self.options.grpc_host}:{self.options.grpc_port}")
+        self.grpc_port = port
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+
+    async def _start_metrics_http(self) -> None:
+        if self.options.metrics_port is None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._serve_metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.metrics_host, self.options.metrics_port)
+        await site.start()
+        self._http = runner
+        addresses = runner.addresses
+        self.metrics_port = int(addresses[0][1]) if addresses else 0
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _run_discovery(self) -> None:
+        try:
+            await self.config.discovery.run(self.collector)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "discovery %r failed; the endpoint set is frozen", self.config.discovery.name
+            )
+
+    async def _serve_when_synced(self) -> None:
+        await self.collector.synced.wait()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info("discovery synced: %d endpoints; health is SERVING", len(self.store))
+
+    async def stop(self) -> None:
+        """Close streams, stop serving, cancel every task, release every connection."""
+        self.hub.close()
+        for task in (self._ready_task, self._discovery_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._server is not None:
+            await self.health.enter_graceful_shutdown()
+            await self._server.stop(self.options.shutdown_grace)
+        await self.collector.close()
+        for plugin in self.config.plugins.values():
+            await plugin.close()
+        if self._http is not None:
+            await self._http.cleanup()
+        log.info("stopped")

@@ -1,0 +1,203 @@
+"""The `datalayer` command: serve, validate, plugins, demo, mock-pod."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from datalayer.config import ConfigError, DataLayerConfig, load_config_file
+from datalayer.params import describe_fields
+from datalayer.plugin import Extractor, PollingDataSource
+from datalayer.registry import Registry, default_registry, plugin_kind
+from server.app import DataLayerApp, ServeOptions
+from server.observability import setup_logging
+
+log = logging.getLogger("datalayer")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datalayer", description="The data layer of an LLM inference router, as a service."
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the service from a config file")
+    serve.add_argument("--config", required=True, help="YAML config file")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (gRPC and metrics)")
+    serve.add_argument("--grpc-port", type=int, default=9002)
+    serve.add_argument("--metrics-port", type=int, default=9090, help="self-metrics; -1 disables")
+    _add_logging_flags(serve)
+    serve.set_defaults(handler=_cmd_serve)
+
+    validate = sub.add_parser("validate", help="check a config file; exit 0 if valid, 2 if not")
+    validate.add_argument("file")
+    validate.set_defaults(handler=_cmd_validate, log_level="warning")
+
+    plugins = sub.add_parser("plugins", help="list the registered plugin types")
+    plugins.set_defaults(handler=_cmd_plugins, log_level="warning")
+
+    demo = sub.add_parser(
+        "demo", help="start three mock vLLM pods and the service, and stream updates"
+    )
+    demo.add_argument("--grpc-port", type=int, default=0, help="0 picks a free port")
+    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: never)")
+    _add_logging_flags(demo, default_level="warning")
+    demo.set_defaults(handler=_cmd_demo)
+
+    mock = sub.add_parser("mock-pod", help="run mock vLLM pods (see mockpod/)")
+    from mockpod.cli import add_arguments as add_mock_arguments
+
+    add_mock_arguments(mock)
+    _add_logging_flags(mock)
+    mock.set_defaults(handler=_cmd_mock_pod)
+    return parser
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser, default_level: str = "info") -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default=default_level
+    )
+
+
+def _load(path: str, registry: Registry) -> DataLayerConfig | None:
+    try:
+        return load_config_file(path, registry)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.file, default_registry())
+    if config is None:
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {args.file}: {warning}", file=sys.stderr)
+    print(
+        f"{args.file}: OK ({len(config.plugins)} plugins, {len(config.sources)} sources, "
+        f"discovery {config.discovery.name!r})"
+    )
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    for cls in default_registry():
+        kind = plugin_kind(cls)
+        flow = ""
+        if issubclass(cls, PollingDataSource):
+            flow = f"  produces {cls.output_type.__name__}"
+        elif issubclass(cls, Extractor):
+            flow = f"  takes {cls.input_type.__name__}"
+        print(f"{cls.type_name}  [{kind}]{flow}")
+        if cls.description:
+            print(f"    {cls.description}")
+        for name, type_text, default in describe_fields(cls.Parameters):
+            print(f"    {name}: {type_text} = {default}")
+    return 0
+
+
+def summarize(config: DataLayerConfig) -> str:
+    """The start-up line that says what this instance will do."""
+    sources = ", ".join(
+        f"{b.source.name} every {b.interval * 1000:g}ms -> "
+        + "+".join(e.name for e in b.extractors)
+        for b in config.sources
+    )
+    return (
+        f"config {config.file}: discovery {config.discovery.name} "
+        f"({config.discovery.type_name}); sources: {sources}; "
+        f"staleness after {config.collector.staleness_threshold:g}s"
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config, default_registry())
+    if config is None:
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        log.warning("%s: %s", args.config, warning)
+    log.info(summarize(config))
+    options = ServeOptions(
+        grpc_host=args.host,
+        grpc_port=args.grpc_port,
+        metrics_host=args.host,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+    )
+
+    async def serve() -> None:
+        app = DataLayerApp(config, options)
+        await app.start()
+        try:
+            await wait_for_signal()
+        finally:
+            await app.stop()
+
+    run_async(serve)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from server.demo import run_demo
+
+    run_async(lambda: run_demo(args.grpc_port, args.duration))
+    return 0
+
+
+def _cmd_mock_pod(args: argparse.Namespace) -> int:
+    from mockpod.cli import run as run_mock
+
+    run_async(lambda: run_mock(args))
+    return 0
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM (a clean shutdown follows in the caller)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, Any] | Awaitable[Any]]) -> None:
+    """Run on uvloop when it is installed (cheaper sockets), else the default loop."""
+
+    async def _main() -> None:
+        await factory()
+
+    try:
+        import uvloop
+    except ImportError:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_main())
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The `datalayer.v1.DataLayer` gRPC service on top of the store and the hub.
+
+Every malformed field is INVALID_ARGUMENT with a message naming the field;
+only the hub decides what a Watch stream sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+import grpc
+
+from datalayer.hub import Hub, WatchFilter
+from datalayer.selector import Selector, SelectorError, parse_selector
+from datalayer.store import EndpointStore
+from datalayer.v1 import datalayer_pb2 as pb
+from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
+from server.convert import batch_to_proto, endpoint_to_proto
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    max_names: int = 10_000
+    max_attributes: int = 256
+    #: Heartbeats faster than this would only load the server.
+    min_heartbeat_seconds: float = 0.1
+    max_interval_seconds: float = 3600.0
+
+
+class InvalidRequest(ValueError):
+    """A request field is malformed; the message starts with the field's name."""
+
+
+def _parse_selector(text: str) -> Selector:
+    try:
+        return parse_selector(text)
+    except SelectorError as exc:
+        raise InvalidRequest(f"selector: {exc}") from None
+
+
+def _seconds(duration: object, field: str, limits: ServiceLimits) -> float:
+    seconds = duration.seconds + duration.nanos / 1e9  # type: ignore[attr-defined]
+    if seconds < 0:
+        raise InvalidRequest(f"{field}: must not be negative")
+    if seconds > limits.max_interval_seconds:
+        raise InvalidRequest(f"{field}: must be at most {limits.max_interval_seconds:g}s")
+    return float(seconds)
+
+
+def subscription_filter(request: pb.Subscription, limits: ServiceLimits) -> WatchFilter:
+    """Validate a Subscription's filter fields."""
+    selector = _parse_selector(request.selector)
+    if len(request.names) > limits.max_names:
+        raise InvalidRequest(f"names: at most {limits.max_names} names")
+    for i, name in enumerate(request.names):
+        if not name:
+            raise InvalidRequest(f"names[{i}]: must not be empty")
+    if len(request.attributes) > limits.max_attributes:
+        raise InvalidRequest(f"attributes: at most {limits.max_attributes} keys")
+    for i, key in enumerate(request.attributes):
+        if not key:
+            raise InvalidRequest(f"attributes[{i}]: must not be empty")
+    return WatchFilter(selector, frozenset(request.names), frozenset(request.attributes))
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("context.abort always raises")
+
+
+class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
+    def __init__(self, store: EndpointStore, hub: Hub, limits: ServiceLimits | None = None):
+        self.store = store
+        self.hub = hub
+        self.limits = limits or ServiceLimits()
+
+    async def GetEndpoint(
+        self, request: pb.GetEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Endpoint:
+        if not request.name:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: must not be empty")
+        record = self.store.get(request.name)
+        if record is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"endpoint {request.name!r} not found")
+        return endpoint_to_proto(record)
+
+    async def ListEndpoints(
+        self, request: pb.ListEndpointsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEndpointsResponse:
+        try:
+            selector = _parse_selector(request.selector)
+        except InvalidRequest as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        # No await between reading the records and the revision: a consistent snapshot.
+        endpoints = [endpoint_to_proto(r) for r in self.store if selector.matches(r.spec.labels)]
+        return pb.ListEndpointsResponse(
+            endpoints=endpoints, revision=self.store.revision, instance_id=self.store.instance_id
+        )
+
+    async def Watch(
+        self, request: pb.Subscription, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchResponse]:
+        try:
+            watch_filter = subscription_filter(request, self.limits)
+            min_interval = _seconds(request.min_interval, "min_interval", self.limits)
+            heartbeat = _seconds(request.heartbeat_interval, "heartbeat_interval", self.limits)
+            if 0 < heartbeat < self.limits.min_heartbeat_seconds:
+                raise InvalidRequest(
+                    f"heartbeat_interval: must be 0 or at least "
+                    f"{self.limits.min_heartbeat_seconds:g}s"
+                )
+        except InvalidRequest as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            subscriber = self.hub.subscribe(
+                watch_filter,
+                resume_revision=request.resume_revision,
+                resume_instance_id=request.resume_instance_id,
+                min_interval=min_interval,
+                heartbeat_interval=heartbeat,
+            )
+        except OverflowError as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        instance_id = self.store.instance_id
+        try:
+            async for batch in subscriber.batches():
+                yield batch_to_proto(batch, instance_id, watch_filter.parts)
+        finally:
+            self.hub.unsubscribe(subscriber)
