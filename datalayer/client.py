@@ -106,8 +106,11 @@ class DataLayerClient:
         names: Iterable[str] = (),
         attributes: Iterable[str] = (),
         on_response: WatchCallback | None = None,
+        min_interval: float = 0.0,
     ) -> EndpointMirror:
-        return EndpointMirror(self, selector, tuple(names), tuple(attributes), on_response)
+        return EndpointMirror(
+            self, selector, tuple(names), tuple(attributes), on_response, min_interval
+        )
 
 
 class EndpointMirror:
@@ -120,6 +123,7 @@ class EndpointMirror:
         names: tuple[str, ...] = (),
         attributes: tuple[str, ...] = (),
         on_response: WatchCallback | None = None,
+        min_interval: float = 0.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
     ) -> None:
@@ -128,6 +132,7 @@ class EndpointMirror:
         self.names = names
         self.attributes = attributes
         self.on_response = on_response
+        self.min_interval = min_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.endpoints: dict[str, pb.Endpoint] = {}
@@ -176,6 +181,7 @@ class EndpointMirror:
                     self.selector,
                     self.names,
                     self.attributes,
+                    min_interval=self.min_interval,
                     resume_revision=self.revision,
                     resume_instance_id=self.instance_id,
                 ):

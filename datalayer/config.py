@@ -231,8 +231,8 @@ class _Loader:
         if not isinstance(plugin, kind):
             raise self.error(
                 path,
-                f"plugin {ref!r} ({plugin.type_name}) is a {plugin_kind(type(plugin))}, "
-                f"not a {plugin_kind(kind)}",
+                f"plugin {ref!r} ({plugin.type_name}) is {_a(plugin_kind(type(plugin)))}, "
+                f"not {_a(plugin_kind(kind))}",
             )
         return plugin
 
@@ -303,6 +303,10 @@ class _Loader:
                 line = child.start_mark.line + 1
             node = child
         return line
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _split_path(path: str) -> list[str | int]:

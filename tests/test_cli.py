@@ -1,0 +1,148 @@
+"""The `datalayer` command as a user runs it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from stack import eventually
+
+from datalayer.client import DataLayerClient
+
+DATALAYER = str(Path(sys.executable).with_name("datalayer"))
+
+CONFIG = """\
+kind: DataLayerConfig
+plugins:
+- type: metrics-data-source
+- type: core-metrics-extractor
+- type: file-discovery
+  parameters: {{path: {endpoints}}}
+dataLayer:
+  sources:
+  - pluginRef: metrics-data-source
+    extractors: [{{pluginRef: core-metrics-extractor}}]
+  discovery: {{pluginRef: file-discovery}}
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DATALAYER, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_validate_ok_and_error_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(CONFIG.format(endpoints=tmp_path / "e.yaml"))
+    result = run("validate", str(good))
+    assert result.returncode == 0, result.stderr
+    assert f"{good}: OK (3 plugins, 1 sources, discovery 'file-discovery')" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("- type: metrics-data-source", "- type: metrics"))
+    result = run("validate", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:3: plugins[0].type: unknown plugin type 'metrics'" in result.stderr
+
+
+def test_plugins_lists_types_from_their_declarations() -> None:
+    result = run("plugins")
+    assert result.returncode == 0, result.stderr
+    assert "metrics-data-source  [source]  produces MetricSamples" in result.stdout
+    assert "core-metrics-extractor  [extractor]  takes MetricSamples" in result.stdout
+    assert "file-discovery  [discovery]" in result.stdout
+    assert "    maxBodyBytes: int = 16777216" in result.stdout
+
+
+async def _read_until(stream: asyncio.StreamReader, pattern: str, timeout: float = 20) -> str:
+    """Read lines until one matches; return the first group."""
+    seen: list[str] = []
+
+    async def scan() -> str:
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError("process ended; it printed:\n" + "".join(seen))
+            seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match.group(1)
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+@pytest.fixture
+async def mock_pod_process() -> AsyncIterator[int]:
+    process = await asyncio.create_subprocess_exec(
+        DATALAYER, "mock-pod", "--port", "0", "--name", "cli-pod", stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        yield int(await _read_until(process.stdout, r"on http://127\.0\.0\.1:(\d+)"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 10)
+
+
+async def test_serve_collects_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, mock_pod_process: int
+) -> None:
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text(
+        f"endpoints:\n- {{name: cli-pod, address: 127.0.0.1, port: {mock_pod_process}}}\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(endpoints=endpoints))
+    process = await asyncio.create_subprocess_exec(
+        DATALAYER,
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--log-format",
+        "json",
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    try:
+        port = await _read_until(process.stderr, r'"grpc_port": (\d+)')
+        async with DataLayerClient(f"127.0.0.1:{port}") as client:
+
+            async def fresh() -> bool:
+                listing = await client.list_endpoints()
+                return len(listing.endpoints) == 1 and not listing.endpoints[0].stale
+
+            await eventually(fresh, timeout=10, what="the pod to be collected")
+            endpoint = await client.get_endpoint("cli-pod")
+            assert endpoint.port == mock_pod_process
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        rest = (await process.stderr.read()).decode()
+        assert '"msg": "stopped"' in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_demo_streams_updates_for_three_pods() -> None:
+    result = run("demo", "--duration", "4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    added = [line for line in lines if " ADDED " in line]
+    assert sorted(line.split()[3] for line in added) == ["llama-a", "llama-b", "qwen-c"]
+    assert any(line.startswith("--- synced at revision") for line in lines)
+    updates = [line for line in lines if " UPDATED " in line and " fresh" in line]
+    assert len(updates) >= 3, result.stdout

@@ -1,0 +1,191 @@
+"""The hub in isolation: snapshot then SYNCED, coalescing, REMOVED never lost, filters, resume."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from datalayer.hub import Batch, EventKind, Hub, WatchFilter
+from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.selector import parse_selector
+from datalayer.store import EndpointStore
+
+
+def spec(name: str, **labels: str) -> EndpointSpec:
+    return EndpointSpec(name, "127.0.0.1", 8000, "", labels)
+
+
+def waiting(n: int) -> EndpointUpdate:
+    update = EndpointUpdate()
+    update.set_metric("waiting_queue_size", n)
+    return update
+
+
+def kinds(batch: Batch) -> list[tuple[str, str]]:
+    return [(e.kind.name, e.name) for e in batch.events]
+
+
+async def next_batch(stream: AsyncIterator[Batch]) -> Batch:
+    return await asyncio.wait_for(anext(stream), timeout=2)
+
+
+@pytest.fixture
+def store() -> EndpointStore:
+    store = EndpointStore()
+    store.upsert(spec("a", app="vllm"))
+    store.upsert(spec("b", app="vllm"))
+    store.upsert(spec("c", app="sglang"))
+    return store
+
+
+async def test_snapshot_then_synced_then_updates(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter(parse_selector("app=vllm"))).batches()
+    first = await next_batch(stream)
+    assert kinds(first) == [("ADDED", "a"), ("ADDED", "b")]
+    assert first.synced
+    assert first.full_snapshot
+    store.apply("a", waiting(5), 1.0)
+    store.apply("c", waiting(5), 1.0)  # not selected
+    update = await next_batch(stream)
+    assert kinds(update) == [("UPDATED", "a")]
+    assert update.revision == store.revision
+    record = update.events[0].record
+    assert record is not None
+    assert record.metrics.waiting_queue_size == 5
+
+
+async def test_slow_subscriber_gets_latest_state_coalesced(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter()).batches()
+    await next_batch(stream)
+    for n in range(1, 51):
+        store.apply("a", waiting(n), float(n))
+        hub.flush()
+    batch = await next_batch(stream)
+    assert kinds(batch) == [("UPDATED", "a")]
+    record = batch.events[0].record
+    assert record is not None
+    assert record.metrics.waiting_queue_size == 50
+    assert hub.stats.coalesced == 49
+
+
+async def test_removed_is_never_lost_even_when_re_added(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter()).batches()
+    await next_batch(stream)
+    store.remove("a")
+    store.remove("b")
+    store.upsert(spec("b", app="vllm"))  # removed and re-added before the subscriber reads
+    hub.flush()
+    batch = await next_batch(stream)
+    assert kinds(batch) == [("REMOVED", "a"), ("REMOVED", "b"), ("ADDED", "b")]
+
+
+async def test_relabel_out_of_selector_is_removed_and_back_in_is_added(
+    store: EndpointStore,
+) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter(parse_selector("app=vllm"))).batches()
+    await next_batch(stream)
+    store.upsert(spec("a", app="other"))
+    assert kinds(await next_batch(stream)) == [("REMOVED", "a")]
+    store.upsert(spec("c", app="vllm"))
+    assert kinds(await next_batch(stream)) == [("ADDED", "c")]
+
+
+async def test_attribute_filter_skips_changes_to_other_parts(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter(parts=frozenset({"/v1/models"}))).batches()
+    await next_batch(stream)
+    store.apply("a", waiting(9), 1.0)  # metrics: not wanted
+    models = EndpointUpdate()
+    models.set_attribute("/v1/models", ["m"])
+    store.apply("b", models, 1.0)
+    store.set_status("c", stale=False, last_error="")  # status: always sent
+    batch = await next_batch(stream)
+    assert kinds(batch) == [("UPDATED", "b"), ("UPDATED", "c")]
+
+
+async def test_names_filter(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter(names=frozenset({"c"}))).batches()
+    assert kinds(await next_batch(stream)) == [("ADDED", "c")]
+
+
+async def test_resume_inside_history_replays_the_gap(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    resume_at = store.revision
+    store.apply("a", waiting(1), 1.0)
+    store.remove("b")
+    store.upsert(spec("d", app="vllm"))
+    subscriber = hub.subscribe(WatchFilter(), resume_at, store.instance_id)
+    batch = await next_batch(subscriber.batches())
+    assert not batch.full_snapshot
+    assert batch.synced
+    assert kinds(batch) == [("UPDATED", "a"), ("REMOVED", "b"), ("ADDED", "d")]
+
+
+@pytest.mark.parametrize("instance", ["another-instance", "same"])
+async def test_resume_outside_history_or_instance_gets_a_full_snapshot(
+    store: EndpointStore, instance: str
+) -> None:
+    small = EndpointStore(history_size=1)
+    for name in "xyz":
+        small.upsert(spec(name))
+    target = small if instance == "same" else store
+    hub = Hub(target, batch_window=0.001)
+    instance_id = target.instance_id if instance == "same" else instance
+    batch = await next_batch(hub.subscribe(WatchFilter(), 1, instance_id).batches())
+    assert batch.full_snapshot
+    assert batch.synced
+    assert {e.kind for e in batch.events} == {EventKind.ADDED}
+    assert len(batch.events) == len(target)
+
+
+async def test_heartbeat_when_idle(store: EndpointStore) -> None:
+    hub = Hub(store)
+    stream = hub.subscribe(WatchFilter(), heartbeat_interval=0.05).batches()
+    await next_batch(stream)
+    beat = await next_batch(stream)
+    assert beat.events == []
+    assert not beat.synced
+
+
+async def test_min_interval_paces_and_coalesces(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter(), min_interval=0.2).batches()
+    await next_batch(stream)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    store.apply("a", waiting(1), 1.0)
+    first = await next_batch(stream)
+    store.apply("a", waiting(2), 1.0)
+    store.apply("b", waiting(2), 1.0)
+    second = await next_batch(stream)
+    assert kinds(first) == [("UPDATED", "a")]
+    assert kinds(second) == [("UPDATED", "a"), ("UPDATED", "b")]
+    assert loop.time() - started >= 0.2
+
+
+async def test_subscriber_limit_and_close(store: EndpointStore) -> None:
+    hub = Hub(store, max_subscribers=1)
+    subscriber = hub.subscribe(WatchFilter())
+    with pytest.raises(OverflowError, match="limit 1"):
+        hub.subscribe(WatchFilter())
+    stream = subscriber.batches()
+    await next_batch(stream)
+    hub.close()
+    with pytest.raises(StopAsyncIteration):
+        await next_batch(stream)
+    assert not hub.subscribers
+
+
+async def test_commits_never_wait_for_subscribers(store: EndpointStore) -> None:
+    hub = Hub(store, batch_window=0.001)
+    for _ in range(20):
+        hub.subscribe(WatchFilter())  # nobody ever reads these
+    for n in range(1000):
+        store.apply("a", waiting(n), 1.0)
+    await asyncio.sleep(0.01)
+    assert all(len(s.pending) <= len(store) for s in hub.subscribers)
