@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from stack import eventually
 
 from datalayer.client import DataLayerClient
+
+from stack import eventually
 
 DATALAYER = str(Path(sys.executable).with_name("datalayer"))
 

@@ -11,10 +11,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from stack import Stack, eventually
 
 from datalayer.client import DataLayerClient
 from datalayer.v1 import datalayer_pb2 as pb
+
+from stack import Stack, eventually
 
 
 async def fresh(stack: Stack, name: str) -> pb.Endpoint:
