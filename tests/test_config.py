@@ -42,12 +42,16 @@ class _NoParams:
     pass
 
 
+class JsonDocument:
+    """A payload type no Prometheus source produces."""
+
+
 class DictExtractor(Extractor):
     """A test-only extractor that takes JSON documents, to check wiring types."""
 
     type_name = "dict-extractor"
     Parameters = _NoParams
-    input_type = dict
+    input_type = JsonDocument
 
     def extract(self, payload: Any, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
         pass
@@ -174,14 +178,14 @@ def expect_error(text: str, registry: Registry, path: str, fragment: str, line: 
             "    pluginRef: core-metrics-extractor",
             "dataLayer.discovery.pluginRef",
             "is an extractor, not a discovery",
-            23,
+            22,
         ),
         (
             "    - pluginRef: core-metrics-extractor",
             "    - pluginRef: pods",
             "dataLayer.sources[0].extractors[0].pluginRef",
             "(file-discovery) is a discovery, not an extractor",
-            21,
+            20,
         ),
         (
             "    timeout: 500ms\n",
@@ -195,7 +199,7 @@ def expect_error(text: str, registry: Registry, path: str, fragment: str, line: 
             "",
             "dataLayer.discovery",
             "required field is missing",
-            12,
+            13,  # the deepest node that exists: `dataLayer:`
         ),
     ],
 )
@@ -215,9 +219,9 @@ def test_source_extractor_type_mismatch(registry: Registry) -> None:
         text,
         registry,
         "dataLayer.sources[0].extractors[0].pluginRef",
-        "extractor 'dict-extractor' (dict-extractor) takes dict but source "
+        "extractor 'dict-extractor' (dict-extractor) takes JsonDocument but source "
         "'metrics-data-source' (metrics-data-source) produces MetricSamples",
-        22,
+        21,
     )
 
 
@@ -239,7 +243,7 @@ def test_source_listed_twice(registry: Registry) -> None:
 
 
 def test_invalid_yaml_gives_the_line(registry: Registry) -> None:
-    with pytest.raises(ConfigError, match=r"^test.yaml:3: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"^test.yaml:4: invalid YAML: expected the node content"):
         load("plugins:\n- type: x\n  parameters: [\n", registry)
 
 

@@ -1,0 +1,383 @@
+"""`core-metrics-extractor`: the typed scheduler signals from a model server's `/metrics`.
+
+Engines are data: each is an `EngineMapping` (which specs feed which field),
+the built-in ones live in `BUILTIN_ENGINES`, and `engineConfigs` entries
+override or add to them. The code below only knows how to aggregate.
+
+Policies, chosen so a healthy pod never produces an error every tick:
+
+- Counts (waiting, running) sum every matching series and KV use averages
+  them, so a data-parallel pod (`engine="0"`, `engine="1"`, ...) is read
+  whole; NaN and infinite series are skipped; no usable series is an error
+  for that field only, naming the metric.
+- Several specs for one field are alternatives in preference order: vLLM's
+  KV use reads `vllm:kv_cache_usage_perc` and only falls back to the pre-V1
+  `vllm:gpu_cache_usage_perc` when the newer family has no usable series.
+- LoRA: the series with the largest value (the time of its last change)
+  wins. An absent LoRA family means "no adapters": empty lists and
+  `max_active_models` 0, no error (servers without `--enable-lora`).
+- Cache info (block size, block count) is static configuration that older
+  servers do not expose: an absent family is not an error and leaves the
+  fields unset. A family that is present but lacks the configured label, or
+  holds a non-integer, is an error for that field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Final
+
+from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.plugin import Extractor, ParameterError
+from plugins.prometheus.samples import MetricSamples, Sample
+from plugins.prometheus.spec import MetricSpec
+
+#: The label kept for compatibility with upstream's default engine-type key.
+FALLBACK_ENGINE_LABEL: Final = "inference.networking.k8s.io/engine-type"
+#: Upstream registers the default engine's mapping under this name.
+RESERVED_ENGINE_NAME: Final = "default"
+
+
+@dataclass
+class EngineConfig:
+    """One `engineConfigs[]` entry. For a built-in engine, an unset (None) field keeps the
+    built-in spec and an empty string disables it; for a new engine, unset means disabled."""
+
+    name: str
+    queued_requests_spec: str | None = None
+    running_requests_spec: str | None = None
+    kv_usage_spec: str | None = None
+    lora_spec: str | None = None
+    cache_info_spec: str | None = None
+    cache_block_size_label_name: str | None = None
+    cache_num_blocks_label_name: str | None = None
+    #: For engines exposing the cache geometry as gauges rather than info labels.
+    cache_block_size_spec: str | None = None
+    cache_num_blocks_spec: str | None = None
+
+
+@dataclass
+class CoreMetricsParameters:
+    """`parameters` of `core-metrics-extractor` (YAML keys are the camelCase forms)."""
+
+    engine_label_key: str = "llm-d.ai/engine-type"
+    default_engine: str = "vllm"
+    engine_configs: list[EngineConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMapping:
+    """Which series feed which field for one engine; a tuple holds alternatives in order."""
+
+    name: str
+    queued: tuple[MetricSpec, ...] = ()
+    running: tuple[MetricSpec, ...] = ()
+    kv_usage: tuple[MetricSpec, ...] = ()
+    lora: tuple[MetricSpec, ...] = ()
+    cache_info: tuple[MetricSpec, ...] = ()
+    cache_block_size_label: str = "block_size"
+    cache_num_blocks_label: str = "num_gpu_blocks"
+    cache_block_size: tuple[MetricSpec, ...] = ()
+    cache_num_blocks: tuple[MetricSpec, ...] = ()
+
+    def specs(self) -> Iterable[MetricSpec]:
+        """Every spec of this engine, for the names the source must scan."""
+        yield from self.queued
+        yield from self.running
+        yield from self.kv_usage
+        yield from self.lora
+        yield from self.cache_info
+        yield from self.cache_block_size
+        yield from self.cache_num_blocks
+
+
+def _specs(*texts: str) -> tuple[MetricSpec, ...]:
+    return tuple(MetricSpec.parse(text) for text in texts)
+
+
+#: The BRIEF §1 mapping table, as data.
+BUILTIN_ENGINES: Final[Mapping[str, EngineMapping]] = {
+    mapping.name: mapping
+    for mapping in (
+        EngineMapping(
+            "vllm",
+            queued=_specs("vllm:num_requests_waiting"),
+            running=_specs("vllm:num_requests_running"),
+            kv_usage=_specs("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+            lora=_specs("vllm:lora_requests_info"),
+            cache_info=_specs("vllm:cache_config_info"),
+        ),
+        EngineMapping(
+            "sglang",
+            queued=_specs("sglang:num_queue_reqs"),
+            running=_specs("sglang:num_running_reqs"),
+            kv_usage=_specs("sglang:token_usage"),
+            cache_info=_specs("sglang:cache_config_info"),
+            cache_block_size_label="page_size",
+            cache_num_blocks_label="num_pages",
+        ),
+        EngineMapping(
+            "trtllm-serve",
+            queued=_specs("trtllm_num_requests_waiting"),
+            running=_specs("trtllm_num_requests_running"),
+            kv_usage=_specs("trtllm_kv_cache_utilization"),
+            cache_block_size=_specs("trtllm_kv_cache_tokens_per_block"),
+            cache_num_blocks=_specs("trtllm_kv_cache_max_blocks"),
+        ),
+        EngineMapping(
+            "triton-tensorrt-llm",
+            queued=_specs('nv_trt_llm_request_metrics{request_type="waiting"}'),
+            running=_specs('nv_trt_llm_request_metrics{request_type="scheduled"}'),
+            kv_usage=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}'),
+            cache_block_size=_specs(
+                'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="tokens_per"}'
+            ),
+            cache_num_blocks=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max"}'),
+        ),
+    )
+}
+
+# EngineConfig spec field -> (EngineMapping field, YAML key).
+_SPEC_FIELDS: Final = {
+    "queued_requests_spec": ("queued", "queuedRequestsSpec"),
+    "running_requests_spec": ("running", "runningRequestsSpec"),
+    "kv_usage_spec": ("kv_usage", "kvUsageSpec"),
+    "lora_spec": ("lora", "loraSpec"),
+    "cache_info_spec": ("cache_info", "cacheInfoSpec"),
+    "cache_block_size_spec": ("cache_block_size", "cacheBlockSizeSpec"),
+    "cache_num_blocks_spec": ("cache_num_blocks", "cacheNumBlocksSpec"),
+}
+_LABEL_FIELDS: Final = {
+    "cache_block_size_label_name": ("cache_block_size_label", "cacheBlockSizeLabelName"),
+    "cache_num_blocks_label_name": ("cache_num_blocks_label", "cacheNumBlocksLabelName"),
+}
+
+
+def build_engines(params: CoreMetricsParameters) -> dict[str, EngineMapping]:
+    """The engine table: built-ins overlaid with `engineConfigs`; ParameterError if invalid."""
+    engines = dict(BUILTIN_ENGINES)
+    seen: dict[str, int] = {}
+    for index, config in enumerate(params.engine_configs):
+        where = f"engineConfigs[{index}]"
+        name = config.name.strip() if isinstance(config.name, str) else ""
+        if not name:
+            raise ParameterError(f"{where}.name", "engine name must not be empty")
+        if name == RESERVED_ENGINE_NAME:
+            raise ParameterError(f"{where}.name", f"engine name {name!r} is reserved")
+        if name in seen:
+            raise ParameterError(
+                f"{where}.name", f"duplicate engine {name!r} (also engineConfigs[{seen[name]}])"
+            )
+        seen[name] = index
+        engines[name] = _overlay(engines.get(name, EngineMapping(name)), config, where)
+    if params.default_engine not in engines:
+        known = ", ".join(sorted(engines))
+        raise ParameterError(
+            "defaultEngine", f"unknown engine {params.default_engine!r} (known: {known})"
+        )
+    if not params.engine_label_key:
+        raise ParameterError("engineLabelKey", "must not be empty")
+    return engines
+
+
+def _overlay(base: EngineMapping, config: EngineConfig, where: str) -> EngineMapping:
+    changes: dict[str, object] = {}
+    for attr, (target, key) in _SPEC_FIELDS.items():
+        text = getattr(config, attr)
+        if text is None:
+            continue
+        try:
+            changes[target] = (MetricSpec.parse(text),) if text.strip() else ()
+        except ValueError as exc:
+            raise ParameterError(f"{where}.{key}", str(exc)) from None
+    for attr, (target, key) in _LABEL_FIELDS.items():
+        label = getattr(config, attr)
+        if label is None or label == "":
+            continue
+        if not label.isidentifier() or not label.isascii():
+            raise ParameterError(f"{where}.{key}", f"invalid label name {label!r}")
+        changes[target] = label
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _usable(samples: MetricSamples, spec: MetricSpec) -> list[float]:
+    """Values of the finite series `spec` selects (NaN/Inf say nothing about load)."""
+    return [
+        s.value
+        for s in samples.get(spec.name, ())
+        if math.isfinite(s.value) and spec.matches(s.labels)
+    ]
+
+
+def _first_usable(samples: MetricSamples, alternatives: Sequence[MetricSpec]) -> list[float] | None:
+    for spec in alternatives:
+        values = _usable(samples, spec)
+        if values:
+            return values
+    return None
+
+
+def _missing(alternatives: Sequence[MetricSpec], what: str = "usable") -> str:
+    names = " or ".join(str(spec) for spec in alternatives)
+    return f"no {what} series of {names}"
+
+
+def _selected(samples: MetricSamples, alternatives: Sequence[MetricSpec]) -> list[Sample]:
+    for spec in alternatives:
+        found = [s for s in samples.get(spec.name, ()) if spec.matches(s.labels)]
+        if found:
+            return found
+    return []
+
+
+def _as_int(text: str | None) -> int | None:
+    """An integer label value; vLLM writes ints, but tolerate `16.0`."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _adapters(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(sorted({name.strip() for name in text.split(",")} - {""}))
+
+
+class CoreMetricsExtractor(Extractor):
+    """Reads queue, running, KV-cache, LoRA and cache geometry for each engine type.
+
+    >>> from plugins.prometheus.scan import SelectiveScanner
+    >>> extractor = CoreMetricsExtractor("core", CoreMetricsParameters())
+    >>> page = b'vllm:num_requests_waiting{engine="0"} 2\\n'
+    >>> page += b'vllm:num_requests_waiting{engine="1"} 3\\n'
+    >>> out = EndpointUpdate()
+    >>> samples = SelectiveScanner(extractor.required_names()).scan(page)
+    >>> extractor.extract(samples, EndpointSpec("pod", "10.0.0.1", 8000), out)
+    >>> out.metrics["waiting_queue_size"]
+    5
+    """
+
+    type_name = "core-metrics-extractor"
+    Parameters = CoreMetricsParameters
+    input_type = MetricSamples
+    description: ClassVar[str] = "queue, running, KV-cache, LoRA and cache info per engine type"
+
+    def __init__(self, name: str, params: CoreMetricsParameters) -> None:
+        super().__init__(name, params)
+        self.engines = build_engines(params)
+        self.default = self.engines[params.default_engine]
+        self.label_key = params.engine_label_key
+        self._names = frozenset(
+            spec.name for mapping in self.engines.values() for spec in mapping.specs()
+        )
+
+    def required_names(self) -> frozenset[str]:
+        return self._names
+
+    def engine_for(self, endpoint: EndpointSpec) -> EngineMapping:
+        """The endpoint's engine from its labels; the default engine when unlabelled or unknown."""
+        labels = endpoint.labels
+        engine = labels.get(self.label_key) or labels.get(FALLBACK_ENGINE_LABEL)
+        if engine is None:
+            return self.default
+        return self.engines.get(engine, self.default)
+
+    def extract(self, payload: MetricSamples, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
+        mapping = self.engine_for(endpoint)
+        self._counts(payload, mapping.queued, "waiting_queue_size", out)
+        self._counts(payload, mapping.running, "running_requests_size", out)
+        if mapping.kv_usage:
+            values = _first_usable(payload, mapping.kv_usage)
+            if values is None:
+                out.error("kv_cache_usage_percent", _missing(mapping.kv_usage))
+            else:
+                out.set_metric("kv_cache_usage_percent", sum(v / len(values) for v in values))
+        if mapping.lora:
+            self._lora(payload, mapping.lora, out)
+        if mapping.cache_info:
+            self._cache_info(payload, mapping, out)
+        self._cache_gauge(payload, mapping.cache_block_size, "cache_block_size", out)
+        self._cache_gauge(payload, mapping.cache_num_blocks, "cache_num_blocks", out)
+
+    @staticmethod
+    def _counts(
+        payload: MetricSamples, specs: Sequence[MetricSpec], field_name: str, out: EndpointUpdate
+    ) -> None:
+        if not specs:
+            return
+        values = _first_usable(payload, specs)
+        total = math.nan if values is None else sum(values)
+        if not math.isfinite(total):  # none usable, or finite series summing past 1e308
+            out.error(field_name, _missing(specs))
+        else:
+            out.set_metric(field_name, round(total))
+
+    @staticmethod
+    def _lora(payload: MetricSamples, specs: Sequence[MetricSpec], out: EndpointUpdate) -> None:
+        series = _selected(payload, specs)
+        if not series:
+            out.set_metric("active_models", ())
+            out.set_metric("waiting_models", ())
+            out.set_metric("max_active_models", 0)
+            return
+        usable = [s for s in series if not math.isnan(s.value)]
+        if not usable:
+            for field_name in ("active_models", "waiting_models", "max_active_models"):
+                out.error(field_name, _missing(specs))
+            return
+        latest = max(usable, key=lambda s: s.value)
+        out.set_metric("active_models", _adapters(latest.labels.get("running_lora_adapters")))
+        out.set_metric("waiting_models", _adapters(latest.labels.get("waiting_lora_adapters")))
+        max_lora = _as_int(latest.labels.get("max_lora"))
+        if max_lora is None:
+            out.error("max_active_models", f"{specs[0].name} has no integer label max_lora")
+        else:
+            out.set_metric("max_active_models", max_lora)
+
+    @staticmethod
+    def _cache_info(payload: MetricSamples, mapping: EngineMapping, out: EndpointUpdate) -> None:
+        series = _selected(payload, mapping.cache_info)
+        if not series:
+            return  # not exposed by this server version: not an error (module docstring)
+        labels = series[0].labels
+        name = mapping.cache_info[0].name
+        for field_name, label in (
+            ("cache_block_size", mapping.cache_block_size_label),
+            ("cache_num_blocks", mapping.cache_num_blocks_label),
+        ):
+            value = _as_int(labels.get(label))
+            if value is None:
+                out.error(field_name, f"{name} has no integer label {label}")
+            else:
+                out.set_metric(field_name, value)
+
+    @staticmethod
+    def _cache_gauge(
+        payload: MetricSamples, specs: Sequence[MetricSpec], field_name: str, out: EndpointUpdate
+    ) -> None:
+        if not _selected(payload, specs):
+            return  # absent cache geometry is not an error (module docstring)
+        values = _first_usable(payload, specs)
+        if values is None or not values[0].is_integer():
+            out.error(field_name, _missing(specs, "integer"))
+        else:
+            out.set_metric(field_name, int(values[0]))
+
+
+__all__ = [
+    "BUILTIN_ENGINES",
+    "CoreMetricsExtractor",
+    "CoreMetricsParameters",
+    "EngineConfig",
+    "EngineMapping",
+]
