@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -53,6 +54,13 @@ def format_value(value: float) -> str:
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
         return f"{mantissa}e+{dot - 1:02d}"
     return text
+
+
+def _format_count(count: int) -> str:
+    """``format_value`` for an integer count, without the float round trip below 10**6."""
+    if 0 <= count < 1_000_000:
+        return f"{count}.0"
+    return format_value(count)
 
 
 def _escape_label_value(value: str) -> str:
@@ -189,15 +197,30 @@ def _created_block(name: str, series: Iterable[_Scalar | _HistogramSeries]) -> s
 
 
 class _HistogramSeries:
-    """Bucket counts of one label set, with its own rendered text."""
+    """Cumulative bucket counts of one label set, with its rendered bucket lines.
 
-    __slots__ = ("bucket_prefixes", "count_prefix", "counts", "created", "prefix", "sum", "text")
+    An observation dirties only the buckets from its own upwards; lines below stay cached.
+    """
+
+    __slots__ = (
+        "bucket_prefixes",
+        "count_prefix",
+        "created",
+        "cumulative",
+        "dirty_from",
+        "lines",
+        "prefix",
+        "sum",
+        "text",
+    )
 
     def __init__(self, prefix: str, bucket_prefixes: list[str], count_prefix: str) -> None:
         self.prefix = prefix  # the label block without ``le``, for _created
         self.bucket_prefixes = bucket_prefixes
         self.count_prefix = count_prefix
-        self.counts = [0] * len(bucket_prefixes)  # per bucket, not cumulative; last is +Inf
+        self.cumulative = [0] * len(bucket_prefixes)  # last is +Inf, i.e. the count
+        self.lines = [""] * len(bucket_prefixes)
+        self.dirty_from = 0
         self.sum = 0.0
         self.created: float | None = None
         self.text: str | None = None
@@ -239,36 +262,30 @@ class HistogramFamily(Family):
 
     def observe(self, key: Hashable, value: float) -> None:
         series = self._series[key]
-        index = len(self.bounds)
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                index = i
-                break
-        series.counts[index] += 1
+        # First bucket whose bound is >= value: ``le`` is inclusive.
+        index = bisect_left(self.bounds, value)
+        cumulative = series.cumulative
+        for i in range(index, len(cumulative)):
+            cumulative[i] += 1
         series.sum += value
+        series.dirty_from = min(series.dirty_from, index)
         series.text = None
         self._changed()
 
     def snapshot(self, key: Hashable) -> tuple[list[int], float]:
         """Cumulative bucket counts (``+Inf`` last) and the sum, for tests and reports."""
         series = self._series[key]
-        cumulative: list[int] = []
-        acc = 0
-        for count in series.counts:
-            acc += count
-            cumulative.append(acc)
-        return cumulative, series.sum
+        return list(series.cumulative), series.sum
 
     def _series_text(self, series: _HistogramSeries) -> str:
         if series.text is not None:
             return series.text
-        lines: list[str] = []
-        acc = 0
-        for prefix, count in zip(series.bucket_prefixes, series.counts, strict=True):
-            acc += count
-            lines.append(f"{prefix}{format_value(acc)}\n")
+        lines, prefixes, cumulative = series.lines, series.bucket_prefixes, series.cumulative
+        for i in range(series.dirty_from, len(lines)):
+            lines[i] = f"{prefixes[i]}{_format_count(cumulative[i])}\n"
+        series.dirty_from = len(lines)
         sum_line = f"{self.name}_sum{series.prefix} {format_value(series.sum)}\n"
-        count_line = f"{series.count_prefix}{format_value(acc)}\n"
+        count_line = f"{series.count_prefix}{_format_count(cumulative[-1])}\n"
         if self._multiprocess:
             text = sum_line + "".join(lines) + count_line
         else:
