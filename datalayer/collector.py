@@ -1,7 +1,9 @@
 """The collector: one polling task per endpoint and source, and staleness.
 
-Each (endpoint, source) pair is a *lane* with its own asyncio task, so a slow
-or dead pod only ever delays its own lane. Lanes start at a random offset
+Each (endpoint, source) pair is a *lane*. A polling source's lane has its own
+asyncio task, so a slow or dead pod only ever delays its own lane; an
+event-driven source's lane has no task and is fed by the source. A source
+with a label `selector` only gets lanes for the endpoints it selects. Lanes start at a random offset
 inside the first interval (jitter), so a fleet discovered at once does not
 poll in lock-step. The collector is also the discovery sink: upserts start
 lanes, deletes cancel and await them, in the order discovery reports them.
@@ -13,12 +15,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from datalayer.config import CollectorSettings, SourceBinding
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.plugin import PollingDataSource, PushDataSource
 from datalayer.store import EndpointStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class _Lane:
     last_success: float | None = None
     error: str = "no data collected yet"
     polls: int = 0
+    #: The polling task; None for an event-driven source, whose payloads arrive by themselves.
     task: asyncio.Task[None] | None = None
 
     def is_stale(self, now: float, threshold: float) -> bool:
@@ -62,8 +66,19 @@ class _Lane:
         return now - self.last_success > threshold
 
 
+class _PushSink:
+    """What one event-driven source delivers into: its binding's lanes."""
+
+    def __init__(self, collector: Collector, binding: SourceBinding) -> None:
+        self.collector = collector
+        self.binding = binding
+
+    def deliver(self, endpoint_name: str, payload: Any) -> bool:
+        return self.collector._deliver(self.binding, endpoint_name, payload)
+
+
 class Collector:
-    """Owns every polling task; implements the discovery sink."""
+    """Owns every collection task; implements the discovery sink."""
 
     def __init__(
         self,
@@ -77,8 +92,25 @@ class Collector:
         self.settings = settings
         self.observer: CollectorObserver = observer or _NullObserver()
         self.synced = asyncio.Event()
-        self._lanes: dict[str, list[_Lane]] = {}
+        #: endpoint name -> binding index -> lane
+        self._lanes: dict[str, dict[int, _Lane]] = {}
+        self._background: list[asyncio.Task[None]] = []
         self._closed = False
+
+    def start(self) -> None:
+        """Run event-driven sources and the staleness sweep for them (polling lanes check
+        their own staleness after each poll)."""
+        for binding in self.bindings:
+            if isinstance(binding.source, PushDataSource):
+                source = binding.source
+                self._background.append(
+                    asyncio.create_task(
+                        _log_failure(source.run(_PushSink(self, binding)), source.name),
+                        name=f"push source {source.name}",
+                    )
+                )
+        if any(isinstance(b.source, PushDataSource) for b in self.bindings):
+            self._background.append(asyncio.create_task(self._sweep(), name="staleness sweep"))
 
     # --- discovery sink ---
 
@@ -86,21 +118,40 @@ class Collector:
         if self._closed:
             return
         self.store.upsert(spec)
-        if spec.name in self._lanes:
-            return  # a relabel or move keeps its lanes: they read the spec each tick
+        lanes = self._lanes.setdefault(spec.name, {})
+        wanted = {
+            i for i, binding in enumerate(self.bindings) if binding.selector.matches(spec.labels)
+        }
+        # A relabel keeps the lanes whose source still applies: they read the spec each tick.
+        dropped = [lanes.pop(i) for i in list(lanes) if i not in wanted]
         loop = asyncio.get_running_loop()
-        lanes = [_Lane(binding, loop.time()) for binding in self.bindings]
-        self._lanes[spec.name] = lanes
-        for lane in lanes:
-            lane.task = asyncio.create_task(
-                self._run(spec.name, lane), name=f"collect {spec.name} {lane.binding.source.name}"
+        added = [i for i in sorted(wanted) if i not in lanes]
+        for i in added:
+            lane = _Lane(self.bindings[i], loop.time())
+            lanes[i] = lane
+            if isinstance(lane.binding.source, PollingDataSource):
+                lane.task = asyncio.create_task(
+                    self._run(spec.name, lane),
+                    name=f"collect {spec.name} {lane.binding.source.name}",
+                )
+        if dropped or added:
+            self._push_membership(
+                {lane.binding for lane in dropped} | {self.bindings[i] for i in added}
             )
+        if not lanes:
+            self.store.set_status(
+                spec.name, stale=True, last_error="no source selects this endpoint"
+            )
+        await _cancel_and_wait([lane.task for lane in dropped if lane.task is not None])
+        if dropped:
+            self._refresh_status(spec.name, loop.time())
 
     async def delete(self, name: str) -> None:
         lanes = self._lanes.pop(name, None)
         self.store.remove(name)
         if lanes:
-            await _cancel_and_wait([lane.task for lane in lanes if lane.task is not None])
+            self._push_membership({lane.binding for lane in lanes.values()})
+            await _cancel_and_wait([lane.task for lane in lanes.values() if lane.task is not None])
 
     async def replace_all(self, specs: Sequence[EndpointSpec]) -> None:
         wanted = {spec.name for spec in specs}
@@ -115,24 +166,30 @@ class Collector:
     # --- lifecycle and reads ---
 
     async def close(self) -> None:
-        """Cancel and await every lane; the store keeps its last state."""
+        """Cancel and await every task; the store keeps its last state."""
         self._closed = True
-        tasks = [lane.task for lanes in self._lanes.values() for lane in lanes if lane.task]
+        tasks = [
+            lane.task for lanes in self._lanes.values() for lane in lanes.values() if lane.task
+        ]
+        tasks += self._background
         self._lanes.clear()
+        self._background = []
         await _cancel_and_wait(tasks)
 
     def task_count(self) -> int:
-        return sum(1 for lanes in self._lanes.values() for lane in lanes if lane.task)
+        lanes = (lane for lanes in self._lanes.values() for lane in lanes.values())
+        return sum(1 for lane in lanes if lane.task) + len(self._background)
 
     def polls(self) -> int:
-        return sum(lane.polls for lanes in self._lanes.values() for lane in lanes)
+        return sum(lane.polls for lanes in self._lanes.values() for lane in lanes.values())
 
-    # --- the lane loop ---
+    # --- polling lanes ---
 
     async def _run(self, name: str, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         binding = lane.binding
         source = binding.source
+        assert isinstance(source, PollingDataSource)
         interval = binding.interval
         await asyncio.sleep(random.uniform(0, interval))
         next_tick = loop.time()
@@ -150,17 +207,7 @@ class Collector:
             except Exception as exc:
                 error = describe_error(exc)
             else:
-                update = EndpointUpdate()
-                for extractor in binding.extractors:
-                    try:
-                        extractor.extract(payload, record.spec, update)
-                    except Exception as exc:
-                        update.error(extractor.name, f"extractor failed: {describe_error(exc)}")
-                self.store.apply(name, update, time.time())
-                lane.last_success = loop.time()
-                lane.error = "; ".join(update.errors)
-                if update.errors:
-                    self.observer.on_extract_errors(source.type_name, len(update.errors))
+                self._extract_and_commit(lane, record.spec, payload)
             lane.polls += 1
             now = loop.time()
             self.observer.on_poll(source.type_name, now - started, error)
@@ -172,18 +219,69 @@ class Collector:
                 next_tick = now  # missed ticks are skipped, not bunched up
             await asyncio.sleep(next_tick - now)
 
+    def _extract_and_commit(self, lane: _Lane, spec: EndpointSpec, payload: Any) -> None:
+        update = EndpointUpdate()
+        for extractor in lane.binding.extractors:
+            try:
+                extractor.extract(payload, spec, update)
+            except Exception as exc:
+                update.error(extractor.name, f"extractor failed: {describe_error(exc)}")
+        self.store.apply(spec.name, update, time.time())
+        lane.last_success = asyncio.get_running_loop().time()
+        lane.error = "; ".join(update.errors)
+        if update.errors:
+            self.observer.on_extract_errors(lane.binding.source.type_name, len(update.errors))
+
+    # --- event-driven lanes ---
+
+    def _deliver(self, binding: SourceBinding, name: str, payload: Any) -> bool:
+        lanes = self._lanes.get(name)
+        index = self.bindings.index(binding)
+        lane = lanes.get(index) if lanes else None
+        record = self.store.get(name)
+        if lane is None or record is None:
+            return False
+        lane.polls += 1
+        self._extract_and_commit(lane, record.spec, payload)
+        self._refresh_status(name, asyncio.get_running_loop().time())
+        return True
+
+    def _push_membership(self, bindings: set[SourceBinding]) -> None:
+        """Tell event-driven sources which endpoints are theirs now."""
+        for binding in bindings:
+            if not isinstance(binding.source, PushDataSource):
+                continue
+            index = self.bindings.index(binding)
+            members = {
+                name: record.spec
+                for name, lanes in self._lanes.items()
+                if index in lanes and (record := self.store.get(name)) is not None
+            }
+            binding.source.update_endpoints(members)
+
+    async def _sweep(self) -> None:
+        """Event-driven lanes have no task to notice silence: check them periodically."""
+        period = min(self.settings.staleness_threshold / 4, 0.25)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for name, lanes in list(self._lanes.items()):
+                if any(lane.task is None for lane in lanes.values()):
+                    self._refresh_status(name, now)
+
     def _refresh_status(self, name: str, now: float) -> None:
         lanes = self._lanes.get(name)
         record = self.store.get(name)
         if not lanes or record is None:
             return
         threshold = self.settings.staleness_threshold
-        stale = any(lane.is_stale(now, threshold) for lane in lanes)
+        stale = any(lane.is_stale(now, threshold) for lane in lanes.values())
         if len(lanes) == 1:
-            last_error = lanes[0].error
+            last_error = next(iter(lanes.values())).error
         else:
             last_error = "; ".join(
-                f"{lane.binding.source.name}: {lane.error}" for lane in lanes if lane.error
+                f"{lane.binding.source.name}: {lane.error}" for lane in lanes.values() if lane.error
             )
         was_stale = record.stale
         if self.store.set_status(name, stale, last_error) and was_stale != stale:
@@ -196,6 +294,15 @@ class Collector:
                 reason,
                 extra={"endpoint": name, "stale": stale},
             )
+
+
+async def _log_failure(coro: Coroutine[Any, Any, None], source_name: str) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("event-driven source %r stopped; its endpoints will turn stale", source_name)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -20,6 +20,12 @@ ignored and surface later as missing data.
       - pluginRef: metrics-data-source
         extractors: [{pluginRef: core-metrics-extractor}]
       discovery: {pluginRef: file-discovery}
+
+Upstream `EndpointPickerConfig` files load too: their data-layer plugins and
+`dataLayer` (or the older `data`) section are used, scheduling plugins and
+sections are ignored with one warning, and without sources the default pair
+(`metrics-data-source` + `core-metrics-extractor`) is injected unless
+`injectDefaults: false`, as upstream does.
 """
 
 from __future__ import annotations
@@ -32,10 +38,16 @@ from typing import Any, TypeVar
 import yaml
 
 from datalayer.params import DecodeError, Duration, decode_dataclass
-from datalayer.plugin import Discovery, Extractor, ParameterError, Plugin, PollingDataSource
+from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
 from datalayer.registry import Registry, plugin_kind
+from datalayer.selector import EVERYTHING, Selector, SelectorError, parse_selector
 
 CONFIG_KIND = "DataLayerConfig"
+EPP_KIND = "EndpointPickerConfig"
+EPP_API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
+#: What upstream injects when an EPP config wires no data-layer source.
+DEFAULT_SOURCE_TYPE = "metrics-data-source"
+DEFAULT_EXTRACTOR_TYPE = "core-metrics-extractor"
 _P = TypeVar("_P", bound=Plugin)
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -61,14 +73,16 @@ class CollectorSettings:
     staleness_threshold: Duration = Duration(2.0)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: bindings are keys of the collector's bookkeeping
 class SourceBinding:
-    """One configured source with its extractors and its own timing."""
+    """One configured source with its extractors, its own timing and the endpoints it serves."""
 
-    source: PollingDataSource
+    source: DataSource
     extractors: list[Extractor]
     interval: float
     timeout: float
+    #: Which endpoints this source collects from (non-uniform collection); all by default.
+    selector: Selector = EVERYTHING
 
 
 @dataclass
@@ -78,9 +92,11 @@ class DataLayerConfig:
     file: str
     plugins: dict[str, Plugin]
     sources: list[SourceBinding]
-    discovery: Discovery
+    #: None only for an EPP config without one: the endpoints then come from the command line.
+    discovery: Discovery | None
     collector: CollectorSettings
     warnings: list[str] = field(default_factory=list)
+    kind: str = CONFIG_KIND
 
 
 # --- the document's own schema (plugins have theirs in their Parameters) ---
@@ -104,12 +120,14 @@ class _SourceEntry:
     extractors: list[_PluginRef] = field(default_factory=list)
     interval: Duration | None = None
     timeout: Duration | None = None
+    #: A label selector: only matching endpoints are collected by this source.
+    selector: str | None = None
 
 
 @dataclass
 class _DataLayerSection:
-    sources: list[_SourceEntry]
-    discovery: _PluginRef
+    sources: list[_SourceEntry] = field(default_factory=list)
+    discovery: _PluginRef | None = None
     interval: Duration = CollectorSettings.interval
     timeout: Duration = CollectorSettings.timeout
     staleness_threshold: Duration = CollectorSettings.staleness_threshold
@@ -117,10 +135,16 @@ class _DataLayerSection:
 
 @dataclass
 class _Document:
-    plugins: list[_PluginEntry]
-    data_layer: _DataLayerSection
+    plugins: list[_PluginEntry] = field(default_factory=list)
+    data_layer: _DataLayerSection | None = None
+    #: The older name of `dataLayer` that the data-layer docs still show.
+    data: _DataLayerSection | None = None
     api_version: str | None = None
     kind: str | None = None
+    inject_defaults: bool | None = None
+
+
+_DOCUMENT_KEYS = frozenset({"plugins", "dataLayer", "data", "apiVersion", "kind", "injectDefaults"})
 
 
 def load_config_file(path: str | Path, registry: Registry) -> DataLayerConfig:
@@ -150,6 +174,8 @@ class _Loader:
         self.registry = registry
         self.file = file
         self.root_node: yaml.Node | None = None
+        #: Indices of `plugins` entries an EPP config holds for the scheduler, not for us.
+        self.ignored_plugins: set[int] = set()
 
     def error(self, path: str, message: str) -> ConfigError:
         return ConfigError(self.file, path, message, line=self._line_of(path))
@@ -158,34 +184,99 @@ class _Loader:
         data = self._parse_yaml()
         if not isinstance(data, dict):
             raise self.error("", "the document must be a mapping with `plugins` and `dataLayer`")
+        kind = data.get("kind", CONFIG_KIND)
+        warnings: list[str] = []
+        if kind == EPP_KIND:
+            data = self._epp_data_layer_part(data, warnings)
         try:
             doc: _Document = decode_dataclass(_Document, data)
         except DecodeError as exc:
             raise self.error(exc.path, exc.message) from None
-        if doc.kind is not None and doc.kind != CONFIG_KIND:
-            raise self.error("kind", f"expected {CONFIG_KIND!r}, got {doc.kind!r}")
+        if doc.kind not in (None, CONFIG_KIND, EPP_KIND):
+            raise self.error("kind", f"expected {CONFIG_KIND!r} or {EPP_KIND!r}, got {doc.kind!r}")
+        if doc.data_layer is not None and doc.data is not None:
+            raise self.error("data", "use either `dataLayer` or its older name `data`, not both")
+        section_key = "data" if doc.data is not None else "dataLayer"
+        section = doc.data or doc.data_layer
+        if section is None:
+            if kind != EPP_KIND:
+                raise self.error("dataLayer", "required field is missing")
+            section = _DataLayerSection()
         plugins = self._build_plugins(doc.plugins)
-        section = doc.data_layer
         collector = CollectorSettings(
             interval=section.interval,
             timeout=section.timeout,
             staleness_threshold=section.staleness_threshold,
         )
-        self._check_positive("dataLayer.interval", collector.interval)
-        self._check_positive("dataLayer.timeout", collector.timeout)
-        self._check_positive("dataLayer.stalenessThreshold", collector.staleness_threshold)
-        sources = self._wire_sources(section.sources, plugins, collector)
-        discovery = self._resolve(
-            plugins, section.discovery.plugin_ref, "dataLayer.discovery.pluginRef", Discovery
-        )
-        used = {b.source.name for b in sources} | {discovery.name}
+        self._check_positive(f"{section_key}.interval", collector.interval)
+        self._check_positive(f"{section_key}.timeout", collector.timeout)
+        self._check_positive(f"{section_key}.stalenessThreshold", collector.staleness_threshold)
+        inject = doc.inject_defaults if doc.inject_defaults is not None else kind == EPP_KIND
+        entries = section.sources
+        if not entries and inject:
+            entries = [self._default_source(plugins, warnings)]
+        sources = self._wire_sources(entries, plugins, collector, section_key)
+        discovery: Discovery | None = None
+        if section.discovery is not None:
+            discovery = self._resolve(
+                plugins,
+                section.discovery.plugin_ref,
+                f"{section_key}.discovery.pluginRef",
+                Discovery,
+            )
+        elif kind != EPP_KIND:
+            raise self.error(f"{section_key}.discovery", "required field is missing")
+        used = {b.source.name for b in sources} | {discovery.name if discovery else ""}
         used |= {e.name for b in sources for e in b.extractors}
-        warnings = [
-            f"plugin {name!r} ({p.type_name}) is declared but not used by dataLayer"
+        warnings += [
+            f"plugin {name!r} ({p.type_name}) is declared but not used by {section_key}"
             for name, p in plugins.items()
             if name not in used
         ]
-        return DataLayerConfig(self.file, plugins, sources, discovery, collector, warnings)
+        return DataLayerConfig(
+            self.file, plugins, sources, discovery, collector, warnings, kind=str(kind)
+        )
+
+    def _epp_data_layer_part(self, data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+        """Keep what the data layer uses from an EndpointPickerConfig; warn once about the rest."""
+        api_version = data.get("apiVersion")
+        if api_version not in EPP_API_VERSIONS:
+            raise self.error(
+                "apiVersion",
+                f"an {EPP_KIND} needs apiVersion {' or '.join(EPP_API_VERSIONS)}, "
+                f"got {api_version!r}",
+            )
+        ignored = [f"section {key}" for key in data if key not in _DOCUMENT_KEYS]
+        kept: dict[str, Any] = {k: v for k, v in data.items() if k in _DOCUMENT_KEYS}
+        plugins = kept.get("plugins")
+        for index, entry in enumerate(plugins if isinstance(plugins, list) else ()):
+            type_name = entry.get("type") if isinstance(entry, dict) else None
+            if isinstance(type_name, str) and type_name not in self.registry:
+                ignored.append(f"plugin {entry.get('name') or type_name} ({type_name})")
+                self.ignored_plugins.add(index)
+        if ignored:
+            warnings.append("ignored (scheduling, not data layer): " + ", ".join(ignored))
+        return kept
+
+    def _default_source(self, plugins: dict[str, Plugin], warnings: list[str]) -> _SourceEntry:
+        """Upstream's default wiring, reusing declared plugins of those types when present."""
+        refs = []
+        for type_name in (DEFAULT_SOURCE_TYPE, DEFAULT_EXTRACTOR_TYPE):
+            declared = [p for p in plugins.values() if p.type_name == type_name]
+            if declared:
+                refs.append(declared[0].name)
+                continue
+            cls = self.registry.get(type_name)
+            if cls is None:
+                raise self.error("injectDefaults", f"default plugin type {type_name!r} is missing")
+            name = type_name if type_name not in plugins else f"{type_name}-default"
+            plugins[name] = cls(name, decode_dataclass(cls.Parameters, {}))
+            refs.append(name)
+        warnings.append(
+            f"no data-layer sources configured: injected {refs[0]} with {refs[1]} "
+            "(set injectDefaults: false to disable)"
+        )
+        return _SourceEntry(plugin_ref=refs[0], extractors=[_PluginRef(refs[1])])
 
     def _parse_yaml(self) -> Any:
         try:
@@ -200,6 +291,8 @@ class _Loader:
     def _build_plugins(self, entries: list[_PluginEntry]) -> dict[str, Plugin]:
         plugins: dict[str, Plugin] = {}
         for i, entry in enumerate(entries):
+            if i in self.ignored_plugins:
+                continue
             path = f"plugins[{i}]"
             cls = self.registry.get(entry.type)
             if cls is None:
@@ -241,16 +334,15 @@ class _Loader:
         entries: list[_SourceEntry],
         plugins: dict[str, Plugin],
         collector: CollectorSettings,
+        section_key: str,
     ) -> list[SourceBinding]:
         if not entries:
-            raise self.error("dataLayer.sources", "at least one source is required")
+            raise self.error(f"{section_key}.sources", "at least one source is required")
         bindings: list[SourceBinding] = []
         seen: set[str] = set()
         for i, entry in enumerate(entries):
-            path = f"dataLayer.sources[{i}]"
-            source = self._resolve(
-                plugins, entry.plugin_ref, f"{path}.pluginRef", PollingDataSource
-            )
+            path = f"{section_key}.sources[{i}]"
+            source = self._resolve(plugins, entry.plugin_ref, f"{path}.pluginRef", DataSource)
             if source.name in seen:
                 raise self.error(f"{path}.pluginRef", f"source {source.name!r} is listed twice")
             seen.add(source.name)
@@ -264,13 +356,19 @@ class _Loader:
                 if problem is not None:
                     raise self.error(ref_path, problem)
                 extractors.append(extractor)
-            interval = entry.interval if entry.interval is not None else collector.interval
+            interval = _first_set(entry.interval, source.default_interval, collector.interval)
             timeout = entry.timeout if entry.timeout is not None else collector.timeout
             self._check_positive(f"{path}.interval", interval)
             self._check_positive(f"{path}.timeout", timeout)
+            selector = EVERYTHING
+            if entry.selector:
+                try:
+                    selector = parse_selector(entry.selector)
+                except SelectorError as exc:
+                    raise self.error(f"{path}.selector", str(exc)) from None
             for extractor in extractors:
                 source.add_extractor(extractor)
-            bindings.append(SourceBinding(source, extractors, interval, timeout))
+            bindings.append(SourceBinding(source, extractors, interval, timeout, selector))
         return bindings
 
     def _check_positive(self, path: str, value: float) -> None:
@@ -303,6 +401,10 @@ class _Loader:
                 line = child.start_mark.line + 1
             node = child
         return line
+
+
+def _first_set(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
 
 
 def _a(noun: str) -> str:

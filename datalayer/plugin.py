@@ -26,7 +26,7 @@ A minimal extractor, for a source whose payload is a `dict`::
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from datalayer.model import EndpointSpec, EndpointUpdate
@@ -74,11 +74,13 @@ class Extractor(Plugin):
         """Record values (or per-field errors) read from `payload` in `out`; never raise."""
 
 
-class PollingDataSource(Plugin):
-    """Fetches one payload per endpoint per tick, shared by all its extractors."""
+class DataSource(Plugin):
+    """What every source shares: a payload type, and the extractors that consume it."""
 
-    #: The payload type `poll` returns.
+    #: The payload type this source hands to its extractors.
     output_type: ClassVar[type]
+    #: The tick when the configuration sets none (e.g. `/v1/models` changes rarely).
+    default_interval: ClassVar[float | None] = None
 
     def __init__(self, name: str, params: Any) -> None:
         super().__init__(name, params)
@@ -101,9 +103,33 @@ class PollingDataSource(Plugin):
     def start(self) -> None:
         """Called once after all extractors are attached, inside the running event loop."""
 
+
+class PollingDataSource(DataSource):
+    """Fetches one payload per endpoint per tick; the collector owns the schedule."""
+
     @abc.abstractmethod
     async def poll(self, endpoint: EndpointSpec) -> Any:
         """Fetch one payload from `endpoint`; raise on failure (the collector records why)."""
+
+
+class PayloadSink(Protocol):
+    """Where an event-driven source delivers payloads; extraction and commit happen there."""
+
+    def deliver(self, endpoint_name: str, payload: Any) -> bool:
+        """Extract and commit at once; False when the endpoint is not one of this source's."""
+        ...
+
+
+class PushDataSource(DataSource):
+    """Drives itself (the data-layer proposal's event-driven source): payloads arrive when the
+    endpoint or a sidecar sends them, not on a tick."""
+
+    @abc.abstractmethod
+    async def run(self, sink: PayloadSink) -> None:
+        """Receive payloads and `sink.deliver` them until cancelled (Start/Stop)."""
+
+    def update_endpoints(self, endpoints: Mapping[str, EndpointSpec]) -> None:
+        """The endpoints this source serves now, by name; called after every change."""
 
 
 class DiscoverySink(Protocol):

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 
-from datalayer.plugin import Discovery, Extractor, Plugin, PollingDataSource
+from datalayer.plugin import DataSource, Discovery, Extractor, Plugin
 
 ENTRY_POINT_GROUP = "datalayer.plugins"
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def plugin_kind(cls: type[Plugin]) -> str:
     """`source`, `extractor` or `discovery`: the contract a plugin class implements."""
-    if issubclass(cls, PollingDataSource):
+    if issubclass(cls, DataSource):
         return "source"
     if issubclass(cls, Extractor):
         return "extractor"

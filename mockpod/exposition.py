@@ -88,6 +88,7 @@ class Family(ABC):
 
     def __init__(self) -> None:
         self._cache: bytes | None = None
+        self._pages: list[Page] = []
 
     def chunk(self) -> bytes:
         """The family's lines, rendered at most once per change."""
@@ -97,6 +98,8 @@ class Family(ABC):
 
     def _changed(self) -> None:
         self._cache = None
+        for page in self._pages:
+            page.invalidate()
 
     @abstractmethod
     def _render(self) -> str:
@@ -342,13 +345,26 @@ class SummaryFamily(Family):
 
 
 class Page:
-    """A ``/metrics`` page: families in registration order, joined from their caches."""
+    """A ``/metrics`` page: families in registration order, joined from their caches.
+
+    The joined page is cached too, so scraping an idle pod costs one attribute read.
+    """
 
     def __init__(self, families: Iterable[Family] = ()) -> None:
-        self._families: list[Family] = list(families)
+        self._families: list[Family] = []
+        self._cache: bytes | None = None
+        for family in families:
+            self.append(family)
 
     def append(self, family: Family) -> None:
         self._families.append(family)
+        family._pages.append(self)
+        self._cache = None
+
+    def invalidate(self) -> None:
+        self._cache = None
 
     def render(self) -> bytes:
-        return b"".join([f.chunk() for f in self._families])
+        if self._cache is None:
+            self._cache = b"".join([f.chunk() for f in self._families])
+        return self._cache

@@ -67,15 +67,35 @@ async def _health(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _record(
+    request: web.Request, response: web.Response, request_bytes: int, started: float
+) -> None:
+    """Count an API call into the page's HTTP families, as vLLM's instrumentation would."""
+    resource = request.match_info.route.resource
+    body = response.body
+    request.app[POD_STATE].metrics.record_http(
+        HttpExchange(
+            handler=resource.canonical if resource is not None else request.path,
+            method=request.method,
+            status=response.status,
+            request_bytes=request_bytes,
+            response_bytes=len(body) if isinstance(body, bytes) else 0,
+            seconds=asyncio.get_running_loop().time() - started,
+        )
+    )
+
+
 async def _models(request: web.Request) -> web.Response:
+    started = asyncio.get_running_loop().time()
     state = request.app[POD_STATE]
-    return _json(models_body(state.spec, int(state.started_at)))
+    response = _json(models_body(state.spec, int(state.started_at)))
+    _record(request, response, 0, started)
+    return response
 
 
 async def _completions(request: web.Request, *, chat: bool) -> web.Response:
     state = request.app[POD_STATE]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = asyncio.get_running_loop().time()
     raw = await request.read()
     try:
         try:
@@ -94,17 +114,7 @@ async def _completions(request: web.Request, *, chat: bool) -> web.Response:
         response = _json(completion_body(parsed, result))
     except ApiError as exc:
         response = _json(exc.body(), status=exc.status)
-    resource = request.match_info.route.resource
-    state.metrics.record_http(
-        HttpExchange(
-            handler=resource.canonical if resource is not None else request.path,
-            method=request.method,
-            status=response.status,
-            request_bytes=len(raw),
-            response_bytes=len(response.body) if isinstance(response.body, bytes) else 0,
-            seconds=loop.time() - started,
-        )
-    )
+    _record(request, response, len(raw), started)
     return response
 
 

@@ -47,6 +47,9 @@ class DataLayerApp:
     """One running service: store, hub, collector, discovery, gRPC and metrics servers."""
 
     def __init__(self, config: DataLayerConfig, options: ServeOptions | None = None) -> None:
+        if config.discovery is None:
+            raise ValueError(f"{config.file}: the configuration has no discovery")
+        self.discovery = config.discovery
         self.config = config
         self.options = options or ServeOptions()
         self.store = EndpointStore()
@@ -66,6 +69,7 @@ class DataLayerApp:
     async def start(self) -> None:
         for binding in self.config.sources:
             binding.source.start()
+        self.collector.start()
         self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
         await self._start_grpc()
         await self._start_metrics_http()
@@ -118,13 +122,11 @@ class DataLayerApp:
 
     async def _run_discovery(self) -> None:
         try:
-            await self.config.discovery.run(self.collector)
+            await self.discovery.run(self.collector)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "discovery %r failed; the endpoint set is frozen", self.config.discovery.name
-            )
+            log.exception("discovery %r failed; the endpoint set is frozen", self.discovery.name)
 
     async def _serve_when_synced(self) -> None:
         await self.collector.synced.wait()

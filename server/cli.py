@@ -13,7 +13,7 @@ from typing import Any
 
 from datalayer.config import ConfigError, DataLayerConfig, load_config_file
 from datalayer.params import describe_fields
-from datalayer.plugin import Extractor, PollingDataSource
+from datalayer.plugin import DataSource, Discovery, Extractor
 from datalayer.registry import Registry, default_registry, plugin_kind
 from server.app import DataLayerApp, ServeOptions
 from server.observability import setup_logging
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (gRPC and metrics)")
     serve.add_argument("--grpc-port", type=int, default=9002)
     serve.add_argument("--metrics-port", type=int, default=9090, help="self-metrics; -1 disables")
+    serve.add_argument(
+        "--endpoints-file",
+        help="file-discovery for a config without one (an EndpointPickerConfig gets its pods "
+        "from an InferencePool upstream)",
+    )
     _add_logging_flags(serve)
     serve.set_defaults(handler=_cmd_serve)
 
@@ -95,16 +100,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {args.file}: {warning}", file=sys.stderr)
     print(
         f"{args.file}: OK ({len(config.plugins)} plugins, {len(config.sources)} sources, "
-        f"discovery {config.discovery.name!r})"
+        f"discovery {_discovery_name(config)})"
     )
     return 0
+
+
+def _discovery_name(config: DataLayerConfig) -> str:
+    if config.discovery is None:
+        return "none: `serve` needs --endpoints-file"
+    return repr(config.discovery.name)
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     for cls in default_registry():
         kind = plugin_kind(cls)
         flow = ""
-        if issubclass(cls, PollingDataSource):
+        if issubclass(cls, DataSource):
             flow = f"  produces {cls.output_type.__name__}"
         elif issubclass(cls, Extractor):
             flow = f"  takes {cls.input_type.__name__}"
@@ -123,16 +134,22 @@ def summarize(config: DataLayerConfig) -> str:
         + "+".join(e.name for e in b.extractors)
         for b in config.sources
     )
+    discovery = config.discovery
     return (
-        f"config {config.file}: discovery {config.discovery.name} "
-        f"({config.discovery.type_name}); sources: {sources}; "
+        f"config {config.file}: discovery {discovery.name if discovery else '-'} "
+        f"({discovery.type_name if discovery else '-'}); sources: {sources}; "
         f"staleness after {config.collector.staleness_threshold:g}s"
     )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    config = _load(args.config, default_registry())
+    registry = default_registry()
+    config = _load(args.config, registry)
     if config is None:
+        return EXIT_CONFIG
+    problem = _attach_endpoints_file(config, args.endpoints_file, registry)
+    if problem:
+        print(f"config error: {args.config}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     for warning in config.warnings:
         log.warning("%s: %s", args.config, warning)
@@ -154,6 +171,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     run_async(serve)
     return 0
+
+
+def _attach_endpoints_file(
+    config: DataLayerConfig, endpoints_file: str | None, registry: Registry
+) -> str | None:
+    """Give a config without discovery a file-discovery; say why not when that is impossible."""
+    if endpoints_file is None:
+        if config.discovery is None:
+            return "no dataLayer.discovery: add one, or pass --endpoints-file FILE"
+        return None
+    if config.discovery is not None:
+        return f"has dataLayer.discovery {config.discovery.name!r}: drop --endpoints-file"
+    cls = registry.get("file-discovery")
+    if cls is None or not issubclass(cls, Discovery):
+        return "the file-discovery plugin is not installed"
+    config.discovery = cls("file-discovery", cls.Parameters(path=endpoints_file))
+    return None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
