@@ -71,6 +71,8 @@ class Metrics:
     custom: dict[str, float] = field(default_factory=dict)
     #: Unix seconds of the last successful read; 0 before the first one.
     update_time: float = 0.0
+    #: When each custom value was last read: a value missing from a page keeps its old time.
+    custom_update_time: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -146,6 +146,7 @@ class EndpointStore:
                 if old is None or not same_value(old, number):
                     metrics.custom[key] = number
                     changed.add(METRICS_PART)
+                metrics.custom_update_time[key] = now
             metrics.update_time = now
         for key, value in update.attributes.items():
             attribute = record.attributes.get(key)

@@ -12,7 +12,17 @@ def register(registry: Registry) -> None:
     """Entry-point hook: add every built-in plugin type to `registry`."""
     from plugins.core_metrics.extractor import CoreMetricsExtractor
     from plugins.file_discovery.discovery import FileDiscovery
-    from plugins.metrics_source.source import MetricsDataSource
+    from plugins.metrics_source.source import MetricsDataSource, PrometheusDataSource
+    from plugins.models import ModelsDataExtractor, ModelsDataSource
+    from plugins.prometheus_metric.extractor import PrometheusMetricExtractor
 
-    for cls in (MetricsDataSource, CoreMetricsExtractor, FileDiscovery):
+    for cls in (
+        MetricsDataSource,
+        PrometheusDataSource,
+        CoreMetricsExtractor,
+        PrometheusMetricExtractor,
+        ModelsDataSource,
+        ModelsDataExtractor,
+        FileDiscovery,
+    ):
         registry.register(cls)

@@ -38,6 +38,7 @@ def metrics_to_proto(metrics: Metrics) -> pb.Metrics:
         max_active_models=metrics.max_active_models,
         custom=metrics.custom,
         update_time=timestamp(metrics.update_time),
+        custom_update_time={k: timestamp(v) for k, v in metrics.custom_update_time.items()},
     )
 
 

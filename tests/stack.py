@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,12 @@ dataLayer:
   discovery: {{pluginRef: file-discovery}}
 """
 
+DEFAULT_PODS = (
+    PodSpec(name="pod-a"),
+    PodSpec(name="pod-b", loras=("sql-lora", "chat-lora"), max_lora=2),
+    PodSpec(name="pod-c", model="Qwen/Qwen2.5-7B-Instruct", engines=2),
+)
+
 
 async def eventually(
     check: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
@@ -58,7 +64,11 @@ def write_endpoints_file(path: Path, pods: PodGroup, names: list[str] | None = N
             "name": pod.spec.name,
             "address": "127.0.0.1",
             "port": pod.port,
-            "labels": {"app": "vllm", "pod": pod.spec.name},
+            "labels": {
+                "app": "vllm",
+                "pod": pod.spec.name,
+                "llm-d.ai/engine-type": pod.spec.engine_type,
+            },
         }
         for pod in pods.pods
         if names is None or pod.spec.name in names
@@ -85,18 +95,15 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    pods = await start_pods(
-        [
-            PodSpec(name="pod-a"),
-            PodSpec(name="pod-b", loras=("sql-lora", "chat-lora"), max_lora=2),
-            PodSpec(name="pod-c", model="Qwen/Qwen2.5-7B-Instruct", engines=2),
-        ]
-    )
+async def running_stack(
+    tmp_path: Path, config: str = STACK_CONFIG, pod_specs: Sequence[PodSpec] = DEFAULT_PODS
+) -> AsyncIterator[Stack]:
+    """Pods, the service on them (file discovery from `{endpoints}` in `config`) and a client."""
+    pods = await start_pods(pod_specs)
     endpoints_file = tmp_path / "endpoints.yaml"
     http = aiohttp.ClientSession()
     config = load_config_text(
-        STACK_CONFIG.format(endpoints=endpoints_file), default_registry(), file="stack.yaml"
+        config.format(endpoints=endpoints_file), default_registry(), file="stack.yaml"
     )
     app = DataLayerApp(config, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0))
     write_endpoints_file(endpoints_file, pods)

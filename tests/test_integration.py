@@ -51,7 +51,11 @@ async def test_get_endpoint_reports_what_the_pod_was_told(stack: Stack) -> None:
     assert not endpoint.stale
     assert endpoint.last_error == ""
     assert (endpoint.address, endpoint.port) == ("127.0.0.1", stack.pods[1].port)
-    assert dict(endpoint.labels) == {"app": "vllm", "pod": "pod-b"}
+    assert dict(endpoint.labels) == {
+        "app": "vllm",
+        "pod": "pod-b",
+        "llm-d.ai/engine-type": "vllm",
+    }
     assert endpoint.metrics.update_time.seconds > 0
 
 

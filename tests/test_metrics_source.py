@@ -9,7 +9,8 @@ from aiohttp import web
 
 from datalayer.model import EndpointSpec
 from plugins.core_metrics.extractor import CoreMetricsExtractor
-from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters, PollError
+from plugins.httpfetch import PollError
+from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
 
 PAGE = b"""# HELP vllm:num_requests_waiting Waiting.
 # TYPE vllm:num_requests_waiting gauge

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Metrics(_message.Message):
-    __slots__ = ("waiting_queue_size", "running_requests_size", "kv_cache_usage_percent", "cache_block_size", "cache_num_blocks", "active_models", "waiting_models", "max_active_models", "custom", "update_time")
+    __slots__ = ("waiting_queue_size", "running_requests_size", "kv_cache_usage_percent", "cache_block_size", "cache_num_blocks", "active_models", "waiting_models", "max_active_models", "custom", "update_time", "custom_update_time")
     class CustomEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,13 @@ class Metrics(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CustomUpdateTimeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _timestamp_pb2.Timestamp
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
     WAITING_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     RUNNING_REQUESTS_SIZE_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_USAGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +38,7 @@ class Metrics(_message.Message):
     MAX_ACTIVE_MODELS_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     waiting_queue_size: int
     running_requests_size: int
     kv_cache_usage_percent: float
@@ -41,7 +49,8 @@ class Metrics(_message.Message):
     max_active_models: int
     custom: _containers.ScalarMap[str, float]
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, waiting_queue_size: _Optional[int] = ..., running_requests_size: _Optional[int] = ..., kv_cache_usage_percent: _Optional[float] = ..., cache_block_size: _Optional[int] = ..., cache_num_blocks: _Optional[int] = ..., active_models: _Optional[_Iterable[str]] = ..., waiting_models: _Optional[_Iterable[str]] = ..., max_active_models: _Optional[int] = ..., custom: _Optional[_Mapping[str, float]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    custom_update_time: _containers.MessageMap[str, _timestamp_pb2.Timestamp]
+    def __init__(self, waiting_queue_size: _Optional[int] = ..., running_requests_size: _Optional[int] = ..., kv_cache_usage_percent: _Optional[float] = ..., cache_block_size: _Optional[int] = ..., cache_num_blocks: _Optional[int] = ..., active_models: _Optional[_Iterable[str]] = ..., waiting_models: _Optional[_Iterable[str]] = ..., max_active_models: _Optional[int] = ..., custom: _Optional[_Mapping[str, float]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., custom_update_time: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ...) -> None: ...
 
 class StringList(_message.Message):
     __slots__ = ("values",)

@@ -31,6 +31,7 @@ from typing import ClassVar, Final
 
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.plugin import Extractor, ParameterError
+from plugins.prometheus.custom import read_custom
 from plugins.prometheus.samples import MetricSamples, Sample
 from plugins.prometheus.spec import MetricSpec
 
@@ -38,6 +39,15 @@ from plugins.prometheus.spec import MetricSpec
 FALLBACK_ENGINE_LABEL: Final = "inference.networking.k8s.io/engine-type"
 #: Upstream registers the default engine's mapping under this name.
 RESERVED_ENGINE_NAME: Final = "default"
+
+
+@dataclass
+class CustomMetricConfig:
+    """One `customMetrics[]` entry: a metric stored in `metrics.custom[attributeKey]`."""
+
+    attribute_key: str
+    metric_spec: str
+    optional: bool = False
 
 
 @dataclass
@@ -56,6 +66,8 @@ class EngineConfig:
     #: For engines exposing the cache geometry as gauges rather than info labels.
     cache_block_size_spec: str | None = None
     cache_num_blocks_spec: str | None = None
+    #: Extra scalars for `metrics.custom`; replaces a built-in engine's list when set.
+    custom_metrics: list[CustomMetricConfig] | None = None
 
 
 @dataclass
@@ -81,6 +93,8 @@ class EngineMapping:
     cache_num_blocks_label: str = "num_gpu_blocks"
     cache_block_size: tuple[MetricSpec, ...] = ()
     cache_num_blocks: tuple[MetricSpec, ...] = ()
+    #: (key in metrics.custom, spec, optional)
+    custom: tuple[tuple[str, MetricSpec, bool], ...] = ()
 
     def specs(self) -> Iterable[MetricSpec]:
         """Every spec of this engine, for the names the source must scan."""
@@ -91,6 +105,7 @@ class EngineMapping:
         yield from self.cache_info
         yield from self.cache_block_size
         yield from self.cache_num_blocks
+        yield from (spec for _, spec, _ in self.custom)
 
 
 def _specs(*texts: str) -> tuple[MetricSpec, ...]:
@@ -199,7 +214,30 @@ def _overlay(base: EngineMapping, config: EngineConfig, where: str) -> EngineMap
         if not label.isidentifier() or not label.isascii():
             raise ParameterError(f"{where}.{key}", f"invalid label name {label!r}")
         changes[target] = label
+    if config.custom_metrics is not None:
+        changes["custom"] = _custom_metrics(config.custom_metrics, f"{where}.customMetrics")
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _custom_metrics(
+    entries: Sequence[CustomMetricConfig], where: str
+) -> tuple[tuple[str, MetricSpec, bool], ...]:
+    seen: set[str] = set()
+    out = []
+    for index, entry in enumerate(entries):
+        if not entry.attribute_key:
+            raise ParameterError(f"{where}[{index}].attributeKey", "must not be empty")
+        if entry.attribute_key in seen:
+            raise ParameterError(
+                f"{where}[{index}].attributeKey", f"duplicate key {entry.attribute_key!r}"
+            )
+        seen.add(entry.attribute_key)
+        try:
+            spec = MetricSpec.parse(entry.metric_spec)
+        except ValueError as exc:
+            raise ParameterError(f"{where}[{index}].metricSpec", str(exc)) from None
+        out.append((entry.attribute_key, spec, entry.optional))
+    return tuple(out)
 
 
 def _usable(samples: MetricSamples, spec: MetricSpec) -> list[float]:
@@ -308,6 +346,8 @@ class CoreMetricsExtractor(Extractor):
             self._cache_info(payload, mapping, out)
         self._cache_gauge(payload, mapping.cache_block_size, "cache_block_size", out)
         self._cache_gauge(payload, mapping.cache_num_blocks, "cache_num_blocks", out)
+        for key, spec, optional in mapping.custom:
+            read_custom(payload, spec, key, optional, out)
 
     @staticmethod
     def _counts(
@@ -378,6 +418,7 @@ __all__ = [
     "BUILTIN_ENGINES",
     "CoreMetricsExtractor",
     "CoreMetricsParameters",
+    "CustomMetricConfig",
     "EngineConfig",
     "EngineMapping",
 ]

@@ -1,5 +1,9 @@
 """`metrics-data-source`: one HTTP GET of an endpoint's Prometheus `/metrics` per tick."""
 
-from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
+from plugins.metrics_source.source import (
+    MetricsDataSource,
+    MetricsSourceParameters,
+    PrometheusDataSource,
+)
 
-__all__ = ["MetricsDataSource", "MetricsSourceParameters"]
+__all__ = ["MetricsDataSource", "MetricsSourceParameters", "PrometheusDataSource"]

@@ -17,15 +17,12 @@ import aiohttp
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration
 from datalayer.plugin import ParameterError, PollingDataSource
+from plugins.httpfetch import fetch_body, new_session
 from plugins.prometheus.samples import MetricSamples
 from plugins.prometheus.scan import SelectiveScanner
 
 #: Always ask for the classic text format: OpenMetrics renames samples (BRIEF, MODEL-SERVERS).
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
-
-
-class PollError(Exception):
-    """A scrape failed in a way that names the fault (status, size)."""
 
 
 @dataclass
@@ -63,18 +60,7 @@ class MetricsDataSource(PollingDataSource):
         for extractor in self.extractors:
             names |= extractor.required_names()
         self._scanner = SelectiveScanner(names)
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            keepalive_timeout=30,
-            ssl=not self._params.insecure_skip_verify,
-        )
-        timeout = aiohttp.ClientTimeout(total=self._params.timeout)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers={"Accept": ACCEPT, "Accept-Encoding": "identity"},
-            read_bufsize=1 << 17,
-        )
+        self._session = new_session(ACCEPT, self._params.timeout, self._params.insecure_skip_verify)
 
     def url_for(self, endpoint: EndpointSpec) -> str:
         port = self._params.port or endpoint.port
@@ -93,21 +79,8 @@ class MetricsDataSource(PollingDataSource):
             self._session = None
 
 
-async def fetch_body(session: aiohttp.ClientSession, url: str, max_bytes: int) -> bytes:
-    """GET `url`; a non-200 status or a body over `max_bytes` is a PollError."""
-    async with session.get(url) as response:
-        if response.status != 200:
-            raise PollError(f"HTTP {response.status} {response.reason or ''}".rstrip())
-        length = response.content_length
-        if length is not None and length > max_bytes:
-            raise PollError(f"body of {length} bytes exceeds the {max_bytes}-byte limit")
-        if length is not None:
-            return await response.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PollError(f"body exceeds the {max_bytes}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+class PrometheusDataSource(MetricsDataSource):
+    """The same source under the name the data-layer docs use for the custom-metrics "hose"."""
+
+    type_name = "prometheus-data-source"
+    description = "the custom-metrics hose: HTTP GET of /metrics (same as metrics-data-source)"

@@ -1,0 +1,100 @@
+// Command go-scheduler is a small endpoint picker on the data layer: it keeps a local view
+// of the endpoints from one Watch stream and, at every tick, picks one the way the upstream
+// EPP's scorers do (queue, KV cache, one custom metric), skipping stale endpoints, and
+// prints the pick and why. See README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	datalayerv1 "github.com/llm-d-datalayer/datalayer/gen/go/datalayer/v1"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := DefaultConfig()
+	target := flag.String("target", "localhost:9002", "the data layer's gRPC address")
+	selector := flag.String("selector", "", "label selector of the endpoints to pick from (Kubernetes syntax)")
+	picks := flag.Int("picks", 0, "stop after this many picks (0: no limit)")
+	duration := flag.Duration("duration", 0, "stop after this long (0: no limit)")
+	interval := flag.Duration("interval", time.Second, "time between picks")
+	syncTimeout := flag.Duration("sync-timeout", 10*time.Second, "give up when the first snapshot takes longer")
+	flag.StringVar(&cfg.MetricKey, "custom-key", "", "metrics.custom key for the metric scorer (empty: scorer off)")
+	flag.Float64Var(&cfg.MetricMin, "custom-min", cfg.MetricMin, "metric scorer: lower end of the expected range")
+	flag.Float64Var(&cfg.MetricMax, "custom-max", cfg.MetricMax, "metric scorer: upper end of the expected range")
+	flag.StringVar(&cfg.MetricMode, "custom-mode", cfg.MetricMode, "metric scorer: minimize or maximize")
+	flag.Float64Var(&cfg.QueueWeight, "queue-weight", cfg.QueueWeight, "weight of the queue scorer")
+	flag.Float64Var(&cfg.KVWeight, "kv-weight", cfg.KVWeight, "weight of the KV-cache scorer")
+	flag.Float64Var(&cfg.MetricWeight, "custom-weight", cfg.MetricWeight, "weight of the metric scorer")
+	flag.Parse()
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "go-scheduler:", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		cancel()
+	}()
+	if *duration > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, *duration)
+		defer stop()
+	}
+
+	// grpc-go 1.33 (Debian bookworm) has no credentials/insecure package: WithInsecure it is.
+	conn, err := grpc.Dial(*target, grpc.WithInsecure())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go-scheduler: dial:", err)
+		return 1
+	}
+	defer conn.Close()
+
+	attributes := []string{"metrics"} // identity, labels, stale and last_error always come
+	mirror := NewMirror(datalayerv1.NewDataLayerClient(conn), *selector, attributes, os.Stderr)
+	go mirror.Run(ctx)
+
+	select {
+	case <-mirror.Synced():
+	case <-time.After(*syncTimeout):
+		fmt.Fprintf(os.Stderr, "go-scheduler: no snapshot from %s within %s\n", *target, *syncTimeout)
+		return 1
+	case <-ctx.Done():
+		return 0
+	}
+	endpoints, revision, instance := mirror.Snapshot()
+	fmt.Printf("synced: %d endpoints at revision %d (instance %s), selector %q\n",
+		len(endpoints), revision, instance, *selector)
+
+	ticker := time.NewTicker(*interval)
+	defer ticker.Stop()
+	for n := 1; *picks == 0 || n <= *picks; n++ {
+		endpoints, _, _ := mirror.Snapshot()
+		fmt.Println(strings.Join(Format(n, Pick(endpoints, cfg), cfg), "\n"))
+		if *picks != 0 && n == *picks {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-ticker.C:
+		}
+	}
+	return 0
+}

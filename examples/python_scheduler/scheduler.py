@@ -1,0 +1,277 @@
+"""A small endpoint picker on the data layer, in Python: the twin of examples/go-scheduler.
+
+It keeps a local view of the endpoints from one Watch stream (the client's EndpointMirror)
+and, at every tick, picks one the way the upstream EPP's scorers do, then prints the pick
+and why:
+
+- queue scorer: the waiting queue, min-max normalised over the candidates (shortest = 1);
+- KV-cache scorer: ``1 - kv_cache_usage_percent``;
+- metric scorer: one ``metrics.custom`` key, clamped to ``[min, max]`` and mapped to 0..1
+  (inverted when minimising); a missing key counts as the worst case of that range.
+
+The total is the weighted sum; the highest total wins, ties going to the first name.
+Endpoints whose data is stale are left out, unless every one is stale.
+
+    .venv/bin/python examples/python_scheduler/scheduler.py --target localhost:9002 \\
+        --selector app=vllm --custom-key my_metric --custom-max 10 --picks 5 --interval 1s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from datalayer.client import DataLayerClient
+from datalayer.params import parse_duration
+from datalayer.v1 import datalayer_pb2 as pb
+
+MINIMIZE = "minimize"
+MAXIMIZE = "maximize"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Scorer weights and the metric scorer's parameters (an empty key turns it off)."""
+
+    queue_weight: float = 1.0
+    kv_weight: float = 1.0
+    metric_weight: float = 1.0
+    metric_key: str = ""
+    metric_min: float = 0.0
+    metric_max: float = 1.0
+    metric_mode: str = MINIMIZE
+
+    def validate(self) -> None:
+        if self.metric_mode not in (MINIMIZE, MAXIMIZE):
+            raise ValueError(f"metric mode {self.metric_mode!r}: want {MINIMIZE} or {MAXIMIZE}")
+        if self.metric_key and not self.metric_max > self.metric_min:
+            raise ValueError(
+                f"metric range: max ({self.metric_max:g}) must be greater than "
+                f"min ({self.metric_min:g})"
+            )
+
+
+def queue_scores(endpoints: Sequence[pb.Endpoint]) -> list[float]:
+    """Upstream's queue-scorer: shortest queue 1, longest 0; all equal scores 1 each."""
+    queues = [ep.metrics.waiting_queue_size for ep in endpoints]
+    if not queues:
+        return []
+    lo, hi = min(queues), max(queues)
+    if hi == lo:
+        return [1.0] * len(queues)
+    return [(hi - q) / (hi - lo) for q in queues]
+
+
+def kv_cache_scores(endpoints: Sequence[pb.Endpoint]) -> list[float]:
+    """Upstream's kv-cache-utilization-scorer: 1 - KV-cache use (a 0..1 fraction)."""
+    return [1.0 - ep.metrics.kv_cache_usage_percent for ep in endpoints]
+
+
+def metric_value(endpoint: pb.Endpoint, config: Config) -> tuple[float, bool]:
+    """``metrics.custom[key]``, or the range's worst case (and False) when the key is missing."""
+    if config.metric_key in endpoint.metrics.custom:
+        return endpoint.metrics.custom[config.metric_key], True
+    worst = config.metric_min if config.metric_mode == MAXIMIZE else config.metric_max
+    return worst, False
+
+
+def metric_scores(endpoints: Sequence[pb.Endpoint], config: Config) -> list[float]:
+    """Upstream's metric-scorer, linear: clamp to [min, max], map to 0..1, invert to minimise."""
+    span = config.metric_max - config.metric_min
+    if span <= 0:
+        return [0.0] * len(endpoints)
+    scores = []
+    for ep in endpoints:
+        value, _ = metric_value(ep, config)
+        value = min(max(value, config.metric_min), config.metric_max)
+        score = (value - config.metric_min) / span
+        scores.append(score if config.metric_mode == MAXIMIZE else 1.0 - score)
+    return scores
+
+
+def filter_stale(
+    endpoints: Sequence[pb.Endpoint],
+) -> tuple[list[pb.Endpoint], list[str], bool]:
+    """(kept, names dropped as stale, all stale): when all are stale, all are kept."""
+    kept = [ep for ep in endpoints if not ep.stale]
+    if not kept and endpoints:
+        return list(endpoints), [], True
+    return kept, [ep.name for ep in endpoints if ep.stale], False
+
+
+@dataclass
+class Scored:
+    name: str
+    total: float
+    queue: float
+    kv: float
+    waiting: int
+    kv_usage: float
+    stale: bool
+    metric: float = 0.0
+    metric_value: float = math.nan
+    metric_present: bool = False
+
+
+@dataclass
+class Decision:
+    pick: str  # "" when there was no endpoint
+    ranked: list[Scored] = field(default_factory=list)  # best first
+    skip_stale: list[str] = field(default_factory=list)
+    all_stale: bool = False
+
+
+def pick(endpoints: Sequence[pb.Endpoint], config: Config) -> Decision:
+    """Score the non-stale endpoints (all when all are stale) and take the best."""
+    ordered = sorted(endpoints, key=lambda ep: ep.name)
+    candidates, dropped, all_stale = filter_stale(ordered)
+    queue = queue_scores(candidates)
+    kv = kv_cache_scores(candidates)
+    metric = metric_scores(candidates, config) if config.metric_key else None
+    ranked = []
+    for i, ep in enumerate(candidates):
+        scored = Scored(
+            name=ep.name,
+            total=config.queue_weight * queue[i] + config.kv_weight * kv[i],
+            queue=queue[i],
+            kv=kv[i],
+            waiting=ep.metrics.waiting_queue_size,
+            kv_usage=ep.metrics.kv_cache_usage_percent,
+            stale=ep.stale,
+        )
+        if metric is not None:
+            scored.metric = metric[i]
+            scored.metric_value, scored.metric_present = metric_value(ep, config)
+            scored.total += config.metric_weight * scored.metric
+        ranked.append(scored)
+    ranked.sort(key=lambda s: -s.total)  # stable: a tie goes to the first name
+    return Decision(ranked[0].name if ranked else "", ranked, dropped, all_stale)
+
+
+def format_decision(n: int, decision: Decision, config: Config) -> list[str]:
+    """The lines printed for one pick: the pick and why, then one line per candidate."""
+    if not decision.pick:
+        return [f"pick {n}: none (no endpoints)"]
+    why = [f"best of {len(decision.ranked)}"]
+    if decision.skip_stale:
+        why.append("stale, skipped: " + ",".join(decision.skip_stale))
+    if decision.all_stale:
+        why.append("all stale, scored anyway")
+    best = decision.ranked[0]
+    lines = [f"pick {n}: {decision.pick} score={best.total:.3f} ({'; '.join(why)})"]
+    for s in decision.ranked:
+        line = (
+            f"  {s.name} score={s.total:.3f} queue={s.queue:.3f} (waiting={s.waiting}) "
+            f"kv={s.kv:.3f} (usage={s.kv_usage:.3f})"
+        )
+        if config.metric_key:
+            if s.metric_present:
+                line += f" metric={s.metric:.3f} ({config.metric_key}={s.metric_value:g})"
+            else:
+                line += (
+                    f" metric={s.metric:.3f} ({config.metric_key} missing, "
+                    f"worst case {s.metric_value:g})"
+                )
+        if s.stale:
+            line += " stale"
+        lines.append(line)
+    return lines
+
+
+async def run(
+    target: str,
+    config: Config,
+    *,
+    selector: str = "",
+    picks: int = 0,
+    duration: float = 0.0,
+    interval: float = 1.0,
+    sync_timeout: float = 10.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Mirror the endpoints and print picks until `picks` or `duration` is reached."""
+    deadline = time.monotonic() + duration if duration > 0 else math.inf
+    async with (
+        DataLayerClient(target) as client,
+        client.mirror(selector=selector, attributes=("metrics",)) as mirror,
+    ):
+        try:
+            await asyncio.wait_for(mirror.synced.wait(), sync_timeout)
+        except TimeoutError:
+            print(f"python-scheduler: no snapshot from {target} within {sync_timeout:g}s", file=sys.stderr)
+            return 1
+        print(
+            f"synced: {len(mirror.endpoints)} endpoints at revision {mirror.revision} "
+            f'(instance {mirror.instance_id}), selector "{selector}"',
+            file=out,
+            flush=True,
+        )
+        n = 1
+        while picks == 0 or n <= picks:
+            decision = pick(list(mirror.endpoints.values()), config)
+            print("\n".join(format_decision(n, decision, config)), file=out, flush=True)
+            if (picks and n == picks) or time.monotonic() + interval > deadline:
+                break
+            await asyncio.sleep(interval)
+            n += 1
+    return 0
+
+
+def _duration(text: str) -> float:
+    return 0.0 if text.strip() == "0" else float(parse_duration(text))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    defaults = Config()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="localhost:9002", help="the data layer's address")
+    parser.add_argument("--selector", default="", help="label selector (Kubernetes syntax)")
+    parser.add_argument("--picks", type=int, default=0, help="stop after N picks (0: no limit)")
+    parser.add_argument("--duration", type=_duration, default=0.0, help="stop after (e.g. 10s)")
+    parser.add_argument("--interval", type=_duration, default=1.0, help="between picks (1s)")
+    parser.add_argument("--sync-timeout", type=_duration, default=10.0, help="first snapshot")
+    parser.add_argument("--custom-key", default="", help="metrics.custom key (empty: off)")
+    parser.add_argument("--custom-min", type=float, default=defaults.metric_min)
+    parser.add_argument("--custom-max", type=float, default=defaults.metric_max)
+    parser.add_argument("--custom-mode", default=defaults.metric_mode, choices=(MINIMIZE, MAXIMIZE))
+    parser.add_argument("--queue-weight", type=float, default=defaults.queue_weight)
+    parser.add_argument("--kv-weight", type=float, default=defaults.kv_weight)
+    parser.add_argument("--custom-weight", type=float, default=defaults.metric_weight)
+    args = parser.parse_args(argv)
+    config = Config(
+        queue_weight=args.queue_weight,
+        kv_weight=args.kv_weight,
+        metric_weight=args.custom_weight,
+        metric_key=args.custom_key,
+        metric_min=args.custom_min,
+        metric_max=args.custom_max,
+        metric_mode=args.custom_mode,
+    )
+    try:
+        config.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(
+            run(
+                args.target,
+                config,
+                selector=args.selector,
+                picks=args.picks,
+                duration=args.duration,
+                interval=args.interval,
+                sync_timeout=args.sync_timeout,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
