@@ -11,6 +11,7 @@ from datalayer.registry import Registry
 def register(registry: Registry) -> None:
     """Entry-point hook: add every built-in plugin type to `registry`."""
     from plugins.core_metrics.extractor import CoreMetricsExtractor
+    from plugins.dns_discovery.discovery import DnsDiscovery
     from plugins.file_discovery.discovery import FileDiscovery
     from plugins.metrics_source.source import MetricsDataSource, PrometheusDataSource
     from plugins.models import ModelsDataExtractor, ModelsDataSource
@@ -24,5 +25,6 @@ def register(registry: Registry) -> None:
         ModelsDataSource,
         ModelsDataExtractor,
         FileDiscovery,
+        DnsDiscovery,
     ):
         registry.register(cls)
