@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
@@ -37,13 +38,33 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return out
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM bytes: the CA that signed the server, and a client cert/key for mTLS."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+
 class DataLayerClient:
     """A thin typed wrapper over the generated stub, owning its channel."""
 
-    def __init__(self, target: str, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        channel: grpc.aio.Channel | None = None,
+        *,
+        tls: ClientTls | None = None,
+        token: str | None = None,
+    ) -> None:
         self.target = target
+        if channel is None and tls is not None:
+            credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+            channel = grpc.aio.secure_channel(target, credentials)
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub = pb_grpc.DataLayerStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def __aenter__(self) -> DataLayerClient:
         return self
@@ -61,7 +82,7 @@ class DataLayerClient:
 
     async def get_endpoint(self, name: str, timeout: float = 5.0) -> pb.Endpoint:
         response: pb.Endpoint = await self._stub.GetEndpoint(
-            pb.GetEndpointRequest(name=name), timeout=timeout
+            pb.GetEndpointRequest(name=name), timeout=timeout, metadata=self._metadata
         )
         return response
 
@@ -69,7 +90,7 @@ class DataLayerClient:
         self, selector: str = "", timeout: float = 5.0
     ) -> pb.ListEndpointsResponse:
         response: pb.ListEndpointsResponse = await self._stub.ListEndpoints(
-            pb.ListEndpointsRequest(selector=selector), timeout=timeout
+            pb.ListEndpointsRequest(selector=selector), timeout=timeout, metadata=self._metadata
         )
         return response
 
@@ -93,7 +114,7 @@ class DataLayerClient:
             resume_revision=resume_revision,
             resume_instance_id=resume_instance_id,
         )
-        call = self._stub.Watch(request)
+        call = self._stub.Watch(request, metadata=self._metadata)
         try:
             async for response in call:
                 yield response

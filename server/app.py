@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
@@ -24,6 +24,7 @@ from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from server.observability import SelfMetrics
+from server.security import BearerTokenInterceptor, TlsFiles, server_credentials
 from server.service import DataLayerService
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class ServeOptions:
     #: 0 picks a free port; None disables the metrics HTTP server.
     metrics_port: int | None = 9090
     shutdown_grace: float = 2.0
+    #: TLS (and mTLS with a client CA) for gRPC; plaintext when None.
+    tls: TlsFiles | None = None
+    #: Bearer token every call but health must carry; kept out of reprs and logs.
+    token: str | None = field(default=None, repr=False)
 
 
 class DataLayerApp:
@@ -83,18 +88,24 @@ class DataLayerApp:
         )
 
     async def _start_grpc(self) -> None:
+        interceptors = [BearerTokenInterceptor(self.options.token)] if self.options.token else []
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_DataLayerServicer_to_server(DataLayerService(self.store, self.hub), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(f"{self.options.grpc_host}:{self.options.grpc_port}")
+        address = f"{self.options.grpc_host}:{self.options.grpc_port}"
+        if self.options.tls is not None:
+            port = server.add_secure_port(address, server_credentials(self.options.tls))
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot listen on {self.options.grpc_host}:{self.options.grpc_port}")
         self.grpc_port = port

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from datalayer.config import ConfigError, DataLayerConfig, load_config_file
@@ -17,6 +18,7 @@ from datalayer.plugin import DataSource, Discovery, Extractor
 from datalayer.registry import Registry, default_registry, plugin_kind
 from server.app import DataLayerApp, ServeOptions
 from server.observability import setup_logging
+from server.security import TOKEN_ENV, TlsFiles, load_token
 
 log = logging.getLogger("datalayer")
 
@@ -35,16 +37,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: `--token` must not silently mean `--token-file`.
     parser = argparse.ArgumentParser(
-        prog="datalayer", description="The data layer of an LLM inference router, as a service."
+        prog="datalayer",
+        description="The data layer of an LLM inference router, as a service.",
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run the service from a config file")
+    serve = sub.add_parser("serve", allow_abbrev=False, help="run the service from a config file")
     serve.add_argument("--config", required=True, help="YAML config file")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (gRPC and metrics)")
     serve.add_argument("--grpc-port", type=int, default=9002)
     serve.add_argument("--metrics-port", type=int, default=9090, help="self-metrics; -1 disables")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve gRPC over TLS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
+    serve.add_argument(
+        "--token-file",
+        help=f"require `authorization: Bearer <token>` (the file's content; or ${TOKEN_ENV})",
+    )
     serve.add_argument(
         "--endpoints-file",
         help="file-discovery for a config without one (an EndpointPickerConfig gets its pods "
@@ -53,22 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging_flags(serve)
     serve.set_defaults(handler=_cmd_serve)
 
-    validate = sub.add_parser("validate", help="check a config file; exit 0 if valid, 2 if not")
+    validate = sub.add_parser(
+        "validate", allow_abbrev=False, help="check a config file; exit 0 if valid, 2 if not"
+    )
     validate.add_argument("file")
     validate.set_defaults(handler=_cmd_validate, log_level="warning")
 
-    plugins = sub.add_parser("plugins", help="list the registered plugin types")
+    plugins = sub.add_parser("plugins", allow_abbrev=False, help="list the registered plugin types")
     plugins.set_defaults(handler=_cmd_plugins, log_level="warning")
 
     demo = sub.add_parser(
-        "demo", help="start three mock vLLM pods and the service, and stream updates"
+        "demo",
+        allow_abbrev=False,
+        help="start three mock vLLM pods and the service, and stream updates",
     )
     demo.add_argument("--grpc-port", type=int, default=0, help="0 picks a free port")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: never)")
     _add_logging_flags(demo, default_level="warning")
     demo.set_defaults(handler=_cmd_demo)
 
-    mock = sub.add_parser("mock-pod", help="run mock vLLM pods (see mockpod/)")
+    mock = sub.add_parser("mock-pod", allow_abbrev=False, help="run mock vLLM pods (see mockpod/)")
     from mockpod.cli import add_arguments as add_mock_arguments
 
     add_mock_arguments(mock)
@@ -154,12 +170,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("%s: %s", args.config, warning)
     log.info(summarize(config))
+    try:
+        tls = _tls_files(args)
+        token = load_token(args.token_file)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     options = ServeOptions(
         grpc_host=args.host,
         grpc_port=args.grpc_port,
         metrics_host=args.host,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        tls=tls,
+        token=token,
     )
+    if token:
+        log.info("bearer-token authentication is on (token not shown)")
 
     async def serve() -> None:
         app = DataLayerApp(config, options)
@@ -171,6 +197,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     run_async(serve)
     return 0
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    files = TlsFiles(
+        Path(args.tls_cert),
+        Path(args.tls_key),
+        Path(args.tls_client_ca) if args.tls_client_ca else None,
+    )
+    for path in (files.cert, files.key, files.client_ca):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+    return files
 
 
 def _attach_endpoints_file(

@@ -96,7 +96,10 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    tmp_path: Path, config: str = STACK_CONFIG, pod_specs: Sequence[PodSpec] = DEFAULT_PODS
+    tmp_path: Path,
+    config: str = STACK_CONFIG,
+    pod_specs: Sequence[PodSpec] = DEFAULT_PODS,
+    **serve_options: Any,
 ) -> AsyncIterator[Stack]:
     """Pods, the service on them (file discovery from `{endpoints}` in `config`) and a client."""
     pods = await start_pods(pod_specs)
@@ -105,7 +108,8 @@ async def running_stack(
     config = load_config_text(
         config.format(endpoints=endpoints_file), default_registry(), file="stack.yaml"
     )
-    app = DataLayerApp(config, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0))
+    options = ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, **serve_options)
+    app = DataLayerApp(config, options)
     write_endpoints_file(endpoints_file, pods)
     await app.start()
     stack = Stack(pods, app, DataLayerClient(f"127.0.0.1:{app.grpc_port}"), endpoints_file, http)
