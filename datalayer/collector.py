@@ -227,8 +227,10 @@ class Collector:
             except Exception as exc:
                 update.error(extractor.name, f"extractor failed: {describe_error(exc)}")
         self.store.apply(spec.name, update, time.time())
-        lane.last_success = asyncio.get_running_loop().time()
         lane.error = "; ".join(update.errors)
+        if update.is_empty() and update.errors:
+            return  # nothing at all could be read: as good as a failed poll for staleness
+        lane.last_success = asyncio.get_running_loop().time()
         if update.errors:
             self.observer.on_extract_errors(lane.binding.source.type_name, len(update.errors))
 

@@ -5,8 +5,9 @@ exactly as it would in a cluster, while one process can host a hundred of them f
 benchmark. Access logs are off and ``/metrics`` is a join of cached bytes, so the mock costs
 little next to the scraper it is measuring.
 
-Fault modes (slow, 500, garbage, truncated, hang) will wrap these handlers as middleware
-reading settings staged through ``/control``; :func:`build_app` takes ``middlewares`` for that.
+Fault modes (slow, 500, garbage, truncated, oversize, reset, hang, flapping; see
+``mockpod/faults.py``) wrap the data-layer-facing handlers as middleware, switched through
+``POST /control {"fault": ...}``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp.typedefs import Middleware
 
 from mockpod.control import ControlError, apply_control
 from mockpod.exposition import CONTENT_TYPE
+from mockpod.faults import FAULTS, FaultBox, FaultError, fault_middleware, parse_fault
 from mockpod.openai import (
     ApiError,
     bad_request,
@@ -136,17 +138,27 @@ async def _post_control(request: web.Request) -> web.Response:
         body = await request.json()
     except ValueError:
         return _json({"error": "invalid JSON"}, status=400)
+    faults = request.app[FAULTS]
+    fault = faults.fault
+    if isinstance(body, dict) and "fault" in body:
+        body = dict(body)
+        try:
+            fault = parse_fault(body.pop("fault"))
+        except FaultError as exc:
+            return _json({"error": str(exc)}, status=400)
     try:
         apply_control(state, body)
     except ControlError as exc:
         return _json({"error": str(exc)}, status=400)
-    return _json(state.report())
+    faults.fault = fault
+    return _json({**state.report(), "fault": faults.mode()})
 
 
 def build_app(state: PodState, middlewares: Iterable[Middleware] = ()) -> web.Application:
     """The routes of one pod, bound to its state."""
-    app = web.Application(middlewares=list(middlewares))
+    app = web.Application(middlewares=[fault_middleware, *middlewares])
     app[POD_STATE] = state
+    app[FAULTS] = FaultBox()
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/models", _models)

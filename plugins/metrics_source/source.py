@@ -19,6 +19,7 @@ from datalayer.params import Duration
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.httpfetch import fetch_body, new_session
 from plugins.prometheus.samples import MetricSamples
+from plugins.prometheus.sanity import check_exposition
 from plugins.prometheus.scan import SelectiveScanner
 
 #: Always ask for the classic text format: OpenMetrics renames samples (BRIEF, MODEL-SERVERS).
@@ -71,6 +72,7 @@ class MetricsDataSource(PollingDataSource):
         if self._session is None:
             raise RuntimeError("source not started")
         body = await fetch_body(self._session, self.url_for(endpoint), self._params.max_body_bytes)
+        check_exposition(body)
         return self._scanner.scan(body)
 
     async def close(self) -> None:
