@@ -13,6 +13,7 @@ def register(registry: Registry) -> None:
     from plugins.core_metrics.extractor import CoreMetricsExtractor
     from plugins.dns_discovery.discovery import DnsDiscovery
     from plugins.file_discovery.discovery import FileDiscovery
+    from plugins.kubernetes_discovery import KubernetesPodDiscovery
     from plugins.metrics_source.source import MetricsDataSource, PrometheusDataSource
     from plugins.models import ModelsDataExtractor, ModelsDataSource
     from plugins.prometheus_metric.extractor import PrometheusMetricExtractor
@@ -26,5 +27,6 @@ def register(registry: Registry) -> None:
         ModelsDataExtractor,
         FileDiscovery,
         DnsDiscovery,
+        KubernetesPodDiscovery,
     ):
         registry.register(cls)

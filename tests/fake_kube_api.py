@@ -169,6 +169,8 @@ class FakeKubeApi:
         #: The next this many list requests fail with 500 (to test retries).
         self.fail_lists = 0
         self.requests: list[RecordedRequest] = []
+        #: Watch streams that reached the live phase (after their 200 and any replay).
+        self.watches_opened = 0
         self.url = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -331,6 +333,7 @@ class FakeKubeApi:
         response.enable_chunked_encoding()
         await response.prepare(request)
         self._watches.add(watch)
+        self.watches_opened += 1
         try:
             while True:
                 item = await watch.queue.get()

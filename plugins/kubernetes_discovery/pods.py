@@ -80,10 +80,12 @@ def pod_endpoints(
     pod: Pod, target_ports: Sequence[int], default_namespace: str
 ) -> dict[str, EndpointSpec]:
     """The endpoints `pod` stands for right now, by name (empty when it is not ready)."""
-    meta = pod.metadata
-    if meta is None or not meta.name or not_ready_reason(pod) is not None:
+    meta, status = pod.metadata, pod.status
+    if meta is None or not meta.name or status is None or not status.podIP:
         return {}
-    assert pod.status is not None and pod.status.podIP  # guaranteed by not_ready_reason
+    if not_ready_reason(pod) is not None:
+        return {}
+    address = status.podIP
     labels = dict(meta.labels or {})
     namespace = meta.namespace or default_namespace
     ports = active_ports(meta.annotations, target_ports)
@@ -91,7 +93,7 @@ def pod_endpoints(
     for rank, port in enumerate(target_ports):
         if port in ports:
             name = endpoint_name(meta.name, rank)
-            specs[name] = EndpointSpec(name, pod.status.podIP, port, namespace, labels)
+            specs[name] = EndpointSpec(name, address, port, namespace, labels)
     return specs
 
 
