@@ -86,8 +86,10 @@ class Collector:
         bindings: Sequence[SourceBinding],
         settings: CollectorSettings,
         observer: CollectorObserver | None = None,
+        max_endpoints: int = 50_000,
     ) -> None:
         self.store = store
+        self.max_endpoints = max_endpoints
         self.bindings = list(bindings)
         self.settings = settings
         self.observer: CollectorObserver = observer or _NullObserver()
@@ -116,6 +118,14 @@ class Collector:
 
     async def upsert(self, spec: EndpointSpec) -> None:
         if self._closed:
+            return
+        if self.store.get(spec.name) is None and len(self.store) >= self.max_endpoints:
+            log.warning(
+                "endpoint %s refused: the limit of %d endpoints is reached",
+                spec.name,
+                self.max_endpoints,
+                extra={"endpoint": spec.name},
+            )
             return
         self.store.upsert(spec)
         lanes = self._lanes.setdefault(spec.name, {})
@@ -155,7 +165,8 @@ class Collector:
 
     async def replace_all(self, specs: Sequence[EndpointSpec]) -> None:
         wanted = {spec.name for spec in specs}
-        for name in [n for n in self._lanes if n not in wanted]:
+        # The store too: after a reload it holds endpoints this collector never had lanes for.
+        for name in [n for n in {*self._lanes, *self.store.names()} if n not in wanted]:
             await self.delete(name)
         for spec in specs:
             await self.upsert(spec)

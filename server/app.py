@@ -46,6 +46,10 @@ class ServeOptions:
     tls: TlsFiles | None = None
     #: Bearer token every call but health must carry; kept out of reprs and logs.
     token: str | None = field(default=None, repr=False)
+    #: Open Watch streams beyond this are refused with RESOURCE_EXHAUSTED.
+    max_subscribers: int = 1000
+    #: Endpoints discovery may add; more are refused (and logged), not collected.
+    max_endpoints: int = 50_000
 
 
 class DataLayerApp:
@@ -58,11 +62,9 @@ class DataLayerApp:
         self.config = config
         self.options = options or ServeOptions()
         self.store = EndpointStore()
-        self.hub = Hub(self.store)
+        self.hub = Hub(self.store, max_subscribers=self.options.max_subscribers)
         self.metrics = SelfMetrics(self.store, self.hub)
-        self.collector = Collector(
-            self.store, config.sources, config.collector, observer=self.metrics
-        )
+        self.collector = self._new_collector(config)
         self.health = health.aio.HealthServicer()
         self.grpc_port = 0
         self.metrics_port = 0
@@ -70,6 +72,15 @@ class DataLayerApp:
         self._discovery_task: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
+
+    def _new_collector(self, config: DataLayerConfig) -> Collector:
+        return Collector(
+            self.store,
+            config.sources,
+            config.collector,
+            observer=self.metrics,
+            max_endpoints=self.options.max_endpoints,
+        )
 
     async def start(self) -> None:
         for binding in self.config.sources:
@@ -144,6 +155,31 @@ class DataLayerApp:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("discovery synced: %d endpoints; health is SERVING", len(self.store))
+
+    async def reload(self, config: DataLayerConfig) -> None:
+        """Swap in a new, already validated configuration.
+
+        The store, the hub and every Watch stream stay: subscribers see only what
+        changes (endpoints the new discovery no longer reports are removed, values
+        move as the new sources read them). The old sources, extractors and
+        discovery are stopped and closed first, so nothing of them keeps running.
+        """
+        if config.discovery is None:
+            raise ValueError(f"{config.file}: the configuration has no discovery")
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+            await asyncio.gather(self._discovery_task, return_exceptions=True)
+        await self.collector.close()
+        for plugin in self.config.plugins.values():
+            await plugin.close()
+        self.config = config
+        self.discovery = config.discovery
+        self.collector = self._new_collector(config)
+        for binding in config.sources:
+            binding.source.start()
+        self.collector.start()
+        self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
+        log.info("configuration reloaded from %s", config.file)
 
     async def stop(self) -> None:
         """Close streams, stop serving, cancel every task, release every connection."""

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file",
         help=f"require `authorization: Bearer <token>` (the file's content; or ${TOKEN_ENV})",
     )
+    serve.add_argument("--max-subscribers", type=int, default=1000)
+    serve.add_argument("--max-endpoints", type=int, default=50_000)
     serve.add_argument(
         "--endpoints-file",
         help="file-discovery for a config without one (an EndpointPickerConfig gets its pods "
@@ -183,6 +185,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         tls=tls,
         token=token,
+        max_subscribers=args.max_subscribers,
+        max_endpoints=args.max_endpoints,
     )
     if token:
         log.info("bearer-token authentication is on (token not shown)")
@@ -190,13 +194,45 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     async def serve() -> None:
         app = DataLayerApp(config, options)
         await app.start()
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_sighup() -> None:
+            task = asyncio.create_task(_reload(app, args.config, args.endpoints_file, registry))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         try:
             await wait_for_signal()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            for task in list(reloads):
+                task.cancel()
+            await asyncio.gather(*reloads, return_exceptions=True)
             await app.stop()
 
     run_async(serve)
     return 0
+
+
+async def _reload(
+    app: DataLayerApp, path: str, endpoints_file: str | None, registry: Registry
+) -> None:
+    """SIGHUP: load the file again; a bad file is refused and the running config kept."""
+    try:
+        config = await asyncio.to_thread(load_config_file, path, registry)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the last good configuration: %s", exc)
+        return
+    problem = _attach_endpoints_file(config, endpoints_file, registry)
+    if problem:
+        log.error("reload refused, keeping the last good configuration: %s: %s", path, problem)
+        return
+    for warning in config.warnings:
+        log.warning("%s: %s", path, warning)
+    log.info(summarize(config))
+    await app.reload(config)
 
 
 def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
