@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds (or tests) the Go scheduler example in GOPATH mode against Debian's Go packages.
 #
-#   examples/go-scheduler/build.sh [OUT_DIR]   build OUT_DIR/go-scheduler (default: ./bin here)
-#   examples/go-scheduler/build.sh --test      gofmt check, go vet and go test -v
+#   examples/go-scheduler/build.sh OUT_DIR   build OUT_DIR/go-scheduler
+#   examples/go-scheduler/build.sh --test    gofmt check, go vet and go test -v
 #
 # The Go code for protos/ is generated on every run with protoc, protoc-gen-go and
 # protoc-gen-go-grpc (its import path comes from the proto's go_package) into a temporary
@@ -13,10 +13,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
 mode=build
-out="$here/bin"
 case "${1:-}" in
   --test) mode=test ;;
-  "") ;;
+  "") echo "usage: $0 OUT_DIR | --test" >&2; exit 2 ;;
   *) out="$(mkdir -p "$1" && cd "$1" && pwd)" ;;
 esac
 
@@ -40,6 +39,9 @@ cp "$here"/*.go "$pkg/"
 
 export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode"
 unset GOFLAGS  # a -mod=... from the environment is an error in GOPATH mode
+if [ -z "${GOCACHE:-}" ] && [ -z "${HOME:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ]; then
+  export GOCACHE="${TMPDIR:-/tmp}/go-scheduler-gocache"  # go refuses to build without one
+fi
 cd "$pkg"
 if [ "$mode" = test ]; then
   unformatted="$(gofmt -l "$here"/*.go)"
@@ -50,7 +52,6 @@ if [ "$mode" = test ]; then
   go vet .
   go test -v -count=1 .
 else
-  mkdir -p "$out"
   go build -o "$out/go-scheduler" .
   echo "$out/go-scheduler"
 fi

@@ -204,7 +204,8 @@ async def run(
         try:
             await asyncio.wait_for(mirror.synced.wait(), sync_timeout)
         except TimeoutError:
-            print(f"python-scheduler: no snapshot from {target} within {sync_timeout:g}s", file=sys.stderr)
+            message = f"no snapshot from {target} within {sync_timeout:g}s"
+            print(f"python-scheduler: {message}", file=sys.stderr)
             return 1
         print(
             f"synced: {len(mirror.endpoints)} endpoints at revision {mirror.revision} "
