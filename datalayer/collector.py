@@ -32,7 +32,8 @@ class CollectorObserver(Protocol):
 
     def on_poll(self, source_type: str, seconds: float, error: str | None) -> None: ...
 
-    def on_extract_errors(self, source_type: str, count: int) -> None: ...
+    def on_extract_errors(self, source_type: str, count: int, extractor_type: str = "") -> None:
+        """`count` fields the extractor (of `extractor_type`) could not read in one payload."""
 
     def on_state_change(self, name: str, stale: bool, reason: str) -> None: ...
 
@@ -41,7 +42,7 @@ class _NullObserver:
     def on_poll(self, source_type: str, seconds: float, error: str | None) -> None:
         pass
 
-    def on_extract_errors(self, source_type: str, count: int) -> None:
+    def on_extract_errors(self, source_type: str, count: int, extractor_type: str = "") -> None:
         pass
 
     def on_state_change(self, name: str, stale: bool, reason: str) -> None:
@@ -64,6 +65,22 @@ class _Lane:
         if self.last_success is None:
             return True
         return now - self.last_success > threshold
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """A read-only copy of one lane, for operators (the status page): why is it stale?"""
+
+    source: str
+    source_type: str
+    #: True for an event-driven source (no polling task: payloads arrive by themselves).
+    event_driven: bool
+    polls: int
+    #: Seconds since the last successful read; None before the first one.
+    since_success: float | None
+    #: The last poll's or extraction's problem; empty when the last one was clean.
+    error: str
+    stale: bool
 
 
 class _PushSink:
@@ -194,6 +211,23 @@ class Collector:
     def polls(self) -> int:
         return sum(lane.polls for lanes in self._lanes.values() for lane in lanes.values())
 
+    def lane_states(self, name: str) -> list[LaneState]:
+        """The collection state of each source's lane for endpoint `name` (none if unknown)."""
+        now = asyncio.get_running_loop().time()
+        threshold = self.settings.staleness_threshold
+        return [
+            LaneState(
+                source=lane.binding.source.name,
+                source_type=lane.binding.source.type_name,
+                event_driven=lane.task is None,
+                polls=lane.polls,
+                since_success=None if lane.last_success is None else now - lane.last_success,
+                error=lane.error,
+                stale=lane.is_stale(now, threshold),
+            )
+            for lane in self._lanes.get(name, {}).values()
+        ]
+
     # --- polling lanes ---
 
     async def _run(self, name: str, lane: _Lane) -> None:
@@ -233,17 +267,20 @@ class Collector:
     def _extract_and_commit(self, lane: _Lane, spec: EndpointSpec, payload: Any) -> None:
         update = EndpointUpdate()
         for extractor in lane.binding.extractors:
+            before = len(update.errors)
             try:
                 extractor.extract(payload, spec, update)
             except Exception as exc:
                 update.error(extractor.name, f"extractor failed: {describe_error(exc)}")
+            if len(update.errors) > before:
+                self.observer.on_extract_errors(
+                    lane.binding.source.type_name, len(update.errors) - before, extractor.type_name
+                )
         self.store.apply(spec.name, update, time.time())
         lane.error = "; ".join(update.errors)
         if update.is_empty() and update.errors:
             return  # nothing at all could be read: as good as a failed poll for staleness
         lane.last_success = asyncio.get_running_loop().time()
-        if update.errors:
-            self.observer.on_extract_errors(lane.binding.source.type_name, len(update.errors))
 
     # --- event-driven lanes ---
 
@@ -289,13 +326,19 @@ class Collector:
         if not lanes or record is None:
             return
         threshold = self.settings.staleness_threshold
-        stale = any(lane.is_stale(now, threshold) for lane in lanes.values())
+        stale = False
+        errors: list[tuple[str, str]] = []
+        for lane in lanes.values():
+            lane_stale = lane.is_stale(now, threshold)
+            stale = stale or lane_stale
+            # A silent event-driven source has no failed poll to blame: say what is missing.
+            error = lane.error or (f"no data for over {threshold:g}s" if lane_stale else "")
+            if error:
+                errors.append((lane.binding.source.name, error))
         if len(lanes) == 1:
-            last_error = next(iter(lanes.values())).error
+            last_error = errors[0][1] if errors else ""
         else:
-            last_error = "; ".join(
-                f"{lane.binding.source.name}: {lane.error}" for lane in lanes.values() if lane.error
-            )
+            last_error = "; ".join(f"{source}: {error}" for source, error in errors)
         was_stale = record.stale
         if self.store.set_status(name, stale, last_error) and was_stale != stale:
             reason = last_error or "data fresh again"

@@ -13,10 +13,14 @@ def register(registry: Registry) -> None:
     from plugins.core_metrics.extractor import CoreMetricsExtractor
     from plugins.dns_discovery.discovery import DnsDiscovery
     from plugins.file_discovery.discovery import FileDiscovery
+    from plugins.file_source.source import FileDataSource
+    from plugins.json_extractor.extractor import JsonExtractor
     from plugins.kubernetes_discovery import KubernetesPodDiscovery
     from plugins.metrics_source.source import MetricsDataSource, PrometheusDataSource
     from plugins.models import ModelsDataExtractor, ModelsDataSource
     from plugins.prometheus_metric.extractor import PrometheusMetricExtractor
+    from plugins.push_source.source import HttpPushDataSource
+    from plugins.unix_socket_source.source import UnixSocketDataSource
 
     for cls in (
         MetricsDataSource,
@@ -25,6 +29,10 @@ def register(registry: Registry) -> None:
         PrometheusMetricExtractor,
         ModelsDataSource,
         ModelsDataExtractor,
+        UnixSocketDataSource,
+        FileDataSource,
+        HttpPushDataSource,
+        JsonExtractor,
         FileDiscovery,
         DnsDiscovery,
         KubernetesPodDiscovery,
