@@ -2,8 +2,9 @@
 
 Starts three mock vLLM pods (different models, loads and LoRA adapters),
 the data layer on them (file discovery, the embedded default config), a load
-generator that keeps their queues moving, and a Watch subscriber that prints
-each update it receives over gRPC, until Ctrl-C.
+generator that keeps their queues moving (and now and then breaks one pod for
+a few seconds, so staleness shows), and a Watch subscriber that prints each
+update it receives over gRPC, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -117,6 +118,20 @@ async def drive_load(pods: PodGroup, stop: asyncio.Event) -> None:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
 
+async def break_now_and_then(pods: PodGroup, stop: asyncio.Event, every: float = 20.0) -> None:
+    """Every `every` seconds one pod answers HTTP 500 for a while, so staleness shows."""
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+                return
+            pod = random.choice(pods.pods)
+            await _post(session, f"{pod.url}/control", {"fault": "http500"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=4.0)
+            await _post(session, f"{pod.url}/control", {"fault": None})
+
+
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, object]) -> None:
     with contextlib.suppress(aiohttp.ClientError):
         async with session.post(url, json=body) as response:
@@ -151,10 +166,12 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
         await app.start()
         stop = asyncio.Event()
         load = asyncio.create_task(drive_load(pods, stop), name="demo-load")
+        faults = asyncio.create_task(break_now_and_then(pods, stop), name="demo-faults")
         target = f"127.0.0.1:{app.grpc_port}"
         print(
             f"data layer on {target} (metrics: http://127.0.0.1:{app.metrics_port}/metrics); "
-            f"mock pods on ports {', '.join(map(str, pods.ports))}. Ctrl-C stops.",
+            f"mock pods on ports {', '.join(map(str, pods.ports))}. Every 20 s one pod fails "
+            "for 4 s, to show staleness. Ctrl-C stops.",
             file=out,
             flush=True,
         )
@@ -175,7 +192,7 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
                     await wait_for_signal()
         finally:
             stop.set()
-            await load
+            await asyncio.gather(load, faults)
             await client.close()
             await app.stop()
             await pods.close()
