@@ -9,12 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from certs import make_pki
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datalayer.client import ClientTls, DataLayerClient
 from server.security import TlsFiles
 
+from certs import make_pki
 from stack import eventually, running_stack
 
 TOKEN = "s3cret-token-for-tests"
