@@ -94,6 +94,41 @@ class _PushSink:
         return self.collector._deliver(self.binding, endpoint_name, payload)
 
 
+class _ScopedSink:
+    """One discovery's view of the collector: it removes only what it reported itself, so
+    several discoveries can feed one store (a DNS name for the vLLM pool, a file for the rest)."""
+
+    def __init__(self, collector: Collector, owner: str) -> None:
+        self.collector = collector
+        self.owner = owner
+        self.owned: set[str] = set()
+
+    async def upsert(self, spec: EndpointSpec) -> None:
+        self.owned.add(spec.name)
+        self.collector._owners.setdefault(spec.name, set()).add(self.owner)
+        await self.collector.upsert(spec)
+
+    async def delete(self, name: str) -> None:
+        self.owned.discard(name)
+        owners = self.collector._owners.get(name)
+        if owners is not None:
+            owners.discard(self.owner)
+            if owners:
+                return  # another discovery still reports it
+            del self.collector._owners[name]
+        await self.collector.delete(name)
+
+    async def replace_all(self, specs: Sequence[EndpointSpec]) -> None:
+        wanted = {spec.name for spec in specs}
+        for name in sorted(self.owned - wanted):
+            await self.delete(name)
+        for spec in specs:
+            await self.upsert(spec)
+
+    def mark_synced(self) -> None:
+        self.collector._discovery_synced(self.owner)
+
+
 class Collector:
     """Owns every collection task; implements the discovery sink."""
 
@@ -115,6 +150,11 @@ class Collector:
         self._lanes: dict[str, dict[int, _Lane]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._closed = False
+        #: endpoint name -> the discoveries reporting it (scoped sinks only)
+        self._owners: dict[str, set[str]] = {}
+        self._expected_owners: set[str] = set()
+        self._synced_owners: set[str] = set()
+        self._pruned = False
 
     def start(self) -> None:
         """Run event-driven sources and the staleness sweep for them (polling lanes check
@@ -189,6 +229,21 @@ class Collector:
             await self.upsert(spec)
 
     def mark_synced(self) -> None:
+        self.synced.set()
+
+    def sink_for(self, owner: str) -> _ScopedSink:
+        """A sink for one of several discoveries; `synced` is set once all of them synced."""
+        self._expected_owners.add(owner)
+        return _ScopedSink(self, owner)
+
+    def _discovery_synced(self, owner: str) -> None:
+        self._synced_owners.add(owner)
+        if self._synced_owners < self._expected_owners or self._pruned:
+            return
+        self._pruned = True
+        # Endpoints no discovery claims (left by a configuration before a reload) go now.
+        for name in [n for n in self.store.names() if n not in self._owners]:
+            self._background.append(asyncio.create_task(self.delete(name), name=f"prune {name}"))
         self.synced.set()
 
     # --- lifecycle and reads ---

@@ -92,11 +92,21 @@ class DataLayerConfig:
     file: str
     plugins: dict[str, Plugin]
     sources: list[SourceBinding]
-    #: None only for an EPP config without one: the endpoints then come from the command line.
-    discovery: Discovery | None
+    #: Usually one; several combine (each removes only what it reported). Empty only for an
+    #: EPP config without one: the endpoints then come from the command line.
+    discoveries: list[Discovery]
     collector: CollectorSettings
     warnings: list[str] = field(default_factory=list)
     kind: str = CONFIG_KIND
+
+    @property
+    def discovery(self) -> Discovery | None:
+        """The first discovery (most configs have exactly one)."""
+        return self.discoveries[0] if self.discoveries else None
+
+    @discovery.setter
+    def discovery(self, value: Discovery) -> None:
+        self.discoveries = [value]
 
 
 # --- the document's own schema (plugins have theirs in their Parameters) ---
@@ -127,7 +137,8 @@ class _SourceEntry:
 @dataclass
 class _DataLayerSection:
     sources: list[_SourceEntry] = field(default_factory=list)
-    discovery: _PluginRef | None = None
+    #: One `{pluginRef}`, or a list of them to combine several discoveries.
+    discovery: _PluginRef | list[_PluginRef] | None = None
     interval: Duration = CollectorSettings.interval
     timeout: Duration = CollectorSettings.timeout
     staleness_threshold: Duration = CollectorSettings.staleness_threshold
@@ -216,17 +227,10 @@ class _Loader:
         if not entries and inject:
             entries = [self._default_source(plugins, warnings)]
         sources = self._wire_sources(entries, plugins, collector, section_key)
-        discovery: Discovery | None = None
-        if section.discovery is not None:
-            discovery = self._resolve(
-                plugins,
-                section.discovery.plugin_ref,
-                f"{section_key}.discovery.pluginRef",
-                Discovery,
-            )
-        elif kind != EPP_KIND:
+        discoveries = self._discoveries(section.discovery, plugins, f"{section_key}.discovery")
+        if not discoveries and kind != EPP_KIND:
             raise self.error(f"{section_key}.discovery", "required field is missing")
-        used = {b.source.name for b in sources} | {discovery.name if discovery else ""}
+        used = {b.source.name for b in sources} | {d.name for d in discoveries}
         used |= {e.name for b in sources for e in b.extractors}
         warnings += [
             f"plugin {name!r} ({p.type_name}) is declared but not used by {section_key}"
@@ -234,8 +238,25 @@ class _Loader:
             if name not in used
         ]
         return DataLayerConfig(
-            self.file, plugins, sources, discovery, collector, warnings, kind=str(kind)
+            self.file, plugins, sources, discoveries, collector, warnings, kind=str(kind)
         )
+
+    def _discoveries(
+        self, refs: _PluginRef | list[_PluginRef] | None, plugins: dict[str, Plugin], path: str
+    ) -> list[Discovery]:
+        if refs is None:
+            return []
+        if isinstance(refs, _PluginRef):
+            return [self._resolve(plugins, refs.plugin_ref, f"{path}.pluginRef", Discovery)]
+        if not refs:
+            raise self.error(path, "at least one discovery is required")
+        found: list[Discovery] = []
+        for i, ref in enumerate(refs):
+            discovery = self._resolve(plugins, ref.plugin_ref, f"{path}[{i}].pluginRef", Discovery)
+            if discovery in found:
+                raise self.error(f"{path}[{i}].pluginRef", f"{ref.plugin_ref!r} is listed twice")
+            found.append(discovery)
+        return found
 
     def _epp_data_layer_part(self, data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         """Keep what the data layer uses from an EndpointPickerConfig; warn once about the rest."""
