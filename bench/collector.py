@@ -1,17 +1,24 @@
 """The collector under load: N mock pods in another process, scraped at a given interval.
 
+    .venv/bin/python bench/collector.py                      # 100 pods @ 50 ms, 500 @ 250 ms
     .venv/bin/python bench/collector.py --pods 100 --interval 50 --seconds 20
 
+Each configuration runs with the httptools client and with aiohttp (the baseline) against the
+same pods, in this one run, on pages that stay the same between scrapes ("static": most
+scrapes commit nothing) and on pages whose gauges change on every request ("churn", the mock
+pod's `--churn`: every scrape commits and publishes).
+
 Reports achieved scrapes/s against the nominal rate, the data layer's CPU per scrape (this
-process's CPU time / completed scrapes: HTTP, scan, extract, commit), the data age at read
-time (sampled from the store every 100 ms), and RSS. The pods run in a separate process so
-their CPU is not counted.
+process's CPU time / completed scrapes: HTTP, scan, extract, commit, publish), the data age
+at read time (sampled from the store every 100 ms), and RSS. The pods run in separate
+processes (on uvloop) so their CPU is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -28,12 +35,13 @@ from datalayer.registry import default_registry
 from server.app import DataLayerApp, ServeOptions
 from server.cli import run_async
 
-from common import print_table, progress, write_json
+from common import percentile, print_table, progress, rss_kib, write_json
 
 CONFIG = """\
 kind: DataLayerConfig
 plugins:
 - type: metrics-data-source
+  parameters: {{httpClient: {http_client}}}
 - type: core-metrics-extractor
 - type: file-discovery
   parameters: {{path: {endpoints}, watchFile: false}}
@@ -45,82 +53,82 @@ dataLayer:
   discovery: {{pluginRef: file-discovery}}
 """
 
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+CLIENTS = {"httptools": "auto", "aiohttp": "aiohttp"}
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def start_pods(count: int) -> tuple[asyncio.subprocess.Process, list[int]]:
+async def start_pods(
+    count: int, churn: bool, processes: int
+) -> tuple[list[asyncio.subprocess.Process], list[int]]:
+    """`count` mock pods spread over `processes` processes (each on uvloop)."""
     datalayer = str(Path(sys.executable).with_name("datalayer"))
-    process = await asyncio.create_subprocess_exec(
-        *[datalayer, "mock-pod", "--port", "0", "--count", str(count), "--name", "bench"],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
+    procs: list[asyncio.subprocess.Process] = []
     ports: list[int] = []
-    while len(ports) < count:
-        line = (await process.stdout.readline()).decode()
-        if not line:
-            raise RuntimeError("mock pods exited before starting")
-        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if match:
-            ports.append(int(match.group(1)))
-    return process, ports
+    per = -(-count // processes)
+    for first in range(0, count, per):
+        n = min(per, count - first)
+        argv = [datalayer, "mock-pod", "--port", "0", "--count", str(n), "--name", f"bench{first}"]
+        argv += ["--log-level", "warning"] + (["--churn"] if churn else [])
+        process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
+        procs.append(process)
+        assert process.stdout is not None
+        got = 0
+        while got < n:
+            line = (await process.stdout.readline()).decode()
+            if not line:
+                raise RuntimeError("mock pods exited before starting")
+            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                ports.append(int(match.group(1)))
+                got += 1
+    return procs, ports
 
 
-async def run(pods: int, interval_ms: float, seconds: float, warmup: float) -> dict[str, Any]:
-    progress(f"starting {pods} mock pods")
-    process, ports = await start_pods(pods)
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            endpoints = Path(workdir) / "endpoints.yaml"
-            endpoints.write_text(
-                yaml.safe_dump(
-                    {
-                        "endpoints": [
-                            {"name": f"pod-{i}", "address": "127.0.0.1", "port": port}
-                            for i, port in enumerate(ports)
-                        ]
-                    }
-                )
+async def measure(
+    ports: list[int], interval_ms: float, client: str, seconds: float, warmup: float
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as workdir:
+        endpoints = Path(workdir) / "endpoints.yaml"
+        endpoints.write_text(
+            yaml.safe_dump(
+                {
+                    "endpoints": [
+                        {"name": f"pod-{i}", "address": "127.0.0.1", "port": port}
+                        for i, port in enumerate(ports)
+                    ]
+                }
             )
-            text = CONFIG.format(endpoints=endpoints, interval=interval_ms)
-            config = load_config_text(text, default_registry())
-            app = DataLayerApp(
-                config, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=None)
-            )
-            await app.start()
-            try:
-                progress(f"warming up {warmup:g}s")
-                await asyncio.sleep(warmup)
-                polls0, cpu0, t0 = app.collector.polls(), time.process_time(), time.monotonic()
-                ages: list[float] = []
-                progress(f"measuring {seconds:g}s at {pods} pods @ {interval_ms:g} ms")
-                while time.monotonic() - t0 < seconds:
-                    await asyncio.sleep(0.1)
-                    now = time.time()
-                    ages.extend(now - r.metrics.update_time for r in app.store)
-                elapsed = time.monotonic() - t0
-                polls = app.collector.polls() - polls0
-                cpu = time.process_time() - cpu0
-                stale = sum(r.stale for r in app.store)
-            finally:
-                await app.stop()
-    finally:
-        process.terminate()
-        await process.wait()
+        )
+        text = CONFIG.format(endpoints=endpoints, interval=interval_ms, http_client=CLIENTS[client])
+        config = load_config_text(text, default_registry())
+        app = DataLayerApp(
+            config, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=None)
+        )
+        await app.start()
+        try:
+            await asyncio.sleep(warmup)
+            polls0, t0 = app.collector.polls(), time.monotonic()
+            times0 = os.times()
+            rev0, errors0 = app.store.revision, app.metrics_errors()
+            ages: list[float] = []
+            while time.monotonic() - t0 < seconds:
+                await asyncio.sleep(0.1)
+                now = time.time()
+                ages.extend(now - r.metrics.update_time for r in app.store)
+            elapsed = time.monotonic() - t0
+            polls = app.collector.polls() - polls0
+            times1 = os.times()
+            user = times1.user - times0.user
+            system = times1.system - times0.system
+            cpu = user + system
+            commits = app.store.revision - rev0
+            errors = app.metrics_errors() - errors0
+            stale = sum(r.stale for r in app.store)
+        finally:
+            await app.stop()
+    pods = len(ports)
     nominal = pods / (interval_ms / 1000)
     return {
+        "client": client,
         "pods": pods,
         "interval_ms": interval_ms,
         "nominal_per_s": nominal,
@@ -128,6 +136,10 @@ async def run(pods: int, interval_ms: float, seconds: float, warmup: float) -> d
         "achieved_pct": 100 * polls / elapsed / nominal,
         "cpu_us_per_scrape": cpu / polls * 1e6 if polls else float("nan"),
         "cpu_cores": cpu / elapsed,
+        "user_us_per_scrape": user / polls * 1e6 if polls else float("nan"),
+        "sys_us_per_scrape": system / polls * 1e6 if polls else float("nan"),
+        "commits_per_s": commits / elapsed,
+        "poll_errors": errors,
         "age_p50_ms": percentile(ages, 0.5) * 1000,
         "age_p99_ms": percentile(ages, 0.99) * 1000,
         "age_mean_ms": statistics.fmean(ages) * 1000 if ages else float("nan"),
@@ -136,32 +148,81 @@ async def run(pods: int, interval_ms: float, seconds: float, warmup: float) -> d
     }
 
 
+async def run_config(
+    pods: int, interval_ms: float, churn: bool, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    page = "churn" if churn else "static"
+    progress(f"starting {pods} mock pods ({page} pages, {args.pod_processes} processes)")
+    procs, ports = await start_pods(pods, churn, args.pod_processes)
+    results = []
+    try:
+        for _ in range(args.repeat):
+            for client in args.clients:
+                progress(f"{pods} pods @ {interval_ms:g} ms, {page}, {client}: {args.seconds:g}s")
+                result = await measure(ports, interval_ms, client, args.seconds, args.warmup)
+                result["page"] = page
+                results.append(result)
+    finally:
+        for process in procs:
+            process.terminate()
+        for process in procs:
+            await process.wait()
+    return results
+
+
+def _patch_error_counter() -> None:
+    """Count poll errors through the app's self-metrics, whatever their labels."""
+
+    def metrics_errors(self: DataLayerApp) -> float:
+        total = 0.0
+        for metric in self.metrics.registry.collect():
+            if metric.name == "datalayer_poll_errors":
+                total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+        return total
+
+    DataLayerApp.metrics_errors = metrics_errors  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pods", type=int, nargs="+", default=[100])
-    parser.add_argument("--interval", type=float, nargs="+", default=[50.0], help="ms")
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--pods", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--interval", type=float, nargs="+", default=[50.0, 250.0], help="ms")
+    parser.add_argument(
+        "--pages", nargs="+", choices=("static", "churn"), default=["static", "churn"]
+    )
+    parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
+    parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per client (noisy hosts)")
+    parser.add_argument("--pod-processes", type=int, default=2)
     args = parser.parse_args()
     if len(args.interval) == 1:
         args.interval *= len(args.pods)
+    _patch_error_counter()
     results: list[dict[str, Any]] = []
 
     async def all_runs() -> None:
         for pods, interval in zip(args.pods, args.interval, strict=True):
-            results.append(await run(pods, interval, args.seconds, args.warmup))
+            for page in args.pages:
+                results.extend(await run_config(pods, interval, page == "churn", args))
 
     run_async(all_runs)
     print_table(
-        "collector: data-layer process cost per scrape",
+        "collector: data-layer process cost per scrape (httptools client vs aiohttp baseline)",
         [
             "pods",
             "interval ms",
+            "page",
+            "client",
             "nominal/s",
             "achieved/s",
             "%",
             "CPU µs/scrape",
+            "user",
+            "sys",
             "cores",
+            "commits/s",
+            "errors",
             "age p50 ms",
             "age p99 ms",
             "RSS MiB",
@@ -170,11 +231,17 @@ def main() -> None:
             [
                 r["pods"],
                 r["interval_ms"],
+                r["page"],
+                r["client"],
                 r["nominal_per_s"],
                 r["achieved_per_s"],
                 r["achieved_pct"],
                 r["cpu_us_per_scrape"],
+                r["user_us_per_scrape"],
+                r["sys_us_per_scrape"],
                 r["cpu_cores"],
+                r["commits_per_s"],
+                r["poll_errors"],
                 r["age_p50_ms"],
                 r["age_p99_ms"],
                 r["rss_mib"],

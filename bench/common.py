@@ -22,9 +22,24 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "versions": {
-            name: version(name) for name in ("grpcio", "protobuf", "aiohttp", "prometheus-client")
+            name: _version(name)
+            for name in (
+                "grpcio",
+                "protobuf",
+                "aiohttp",
+                "httptools",
+                "uvloop",
+                "prometheus-client",
+            )
         },
     }
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except Exception:
+        return "not installed"
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -42,6 +57,22 @@ def write_json(name: str, results: dict[str, Any]) -> Path:
     path = OUT_DIR / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2))
     return path
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """Resident set size of a process (this one by default), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) by rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def progress(message: str) -> None:

@@ -11,6 +11,13 @@ Design, in three rules:
   told about (`known`): an endpoint that left the store or stopped matching
   the selector yields REMOVED exactly when the subscriber knew it, so a
   REMOVED is never lost and never invented.
+
+Fan-out cost: subscribers are grouped by equal `WatchFilter`s. A flush
+evaluates each distinct filter once per dirty endpoint, and whether a filter
+selects an endpoint is remembered per group until the endpoint's spec
+changes, so a subscriber's drain is a few dict lookups per name. Subscribers
+with equal filters that keep up drain identical batches right after the same
+flush, which lets the server serialize each batch once per filter.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import asyncio
 import enum
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from datalayer.model import ALWAYS_SENT_PARTS
+from datalayer.model import ALWAYS_SENT_PARTS, EndpointSpec
 from datalayer.selector import EVERYTHING, Selector
 from datalayer.store import REMOVED_PART, EndpointRecord, EndpointStore
 
@@ -34,8 +42,7 @@ class EventKind(enum.Enum):
     REMOVED = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     kind: EventKind
     name: str
     #: The current record for ADDED/UPDATED; None for REMOVED.
@@ -104,6 +111,8 @@ class Subscriber:
         self.known: dict[str, int] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        #: id(spec) -> (spec, selected?), shared by every subscriber with this filter.
+        self.selects: dict[int, tuple[EndpointSpec, bool]] = {}
         self._initial = initial
         self._replay = replay
         self._resume_revision = resume_revision
@@ -112,7 +121,7 @@ class Subscriber:
         if name in self.known:
             return self.filter.wants_parts(parts)
         record = self.hub.store.get(name)
-        return record is not None and self.filter.wants_endpoint(record)
+        return record is not None and self._selected(record)
 
     def mark(self, name: str) -> None:
         if name in self.pending:
@@ -182,10 +191,22 @@ class Subscriber:
             events.extend(self._event_for(name, removed_if_unknown=False))
         return events
 
+    def _selected(self, record: EndpointRecord) -> bool:
+        """`filter.wants_endpoint(record)`, remembered per spec object (specs are immutable)."""
+        spec = record.spec
+        hit = self.selects.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        selects = self.selects
+        if len(selects) > 2 * len(self.hub.store) + 64:
+            selects.clear()  # specs of endpoints that left or were relabelled
+        selected = selects[id(spec)] = (spec, self.filter.wants_endpoint(record))
+        return selected[1]
+
     def _event_for(self, name: str, removed_if_unknown: bool) -> Iterable[Event]:
         record = self.hub.store.get(name)
         known_generation = self.known.get(name)
-        if record is not None and self.filter.wants_endpoint(record):
+        if record is not None and self._selected(record):
             self.known[name] = record.created_revision
             if known_generation is None:
                 return (Event(EventKind.ADDED, name, record),)
@@ -210,6 +231,8 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
+        #: Subscribers by filter: a flush evaluates each distinct filter once per endpoint.
+        self._groups: dict[WatchFilter, list[Subscriber]] = {}
         self._dirty: dict[str, frozenset[str]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self.store.add_listener(self._on_change)
@@ -243,12 +266,22 @@ class Hub:
             heartbeat_interval,
         )
         self.subscribers.add(subscriber)
+        group = self._groups.setdefault(watch_filter, [])
+        if group:
+            subscriber.selects = group[0].selects
+        group.append(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
         subscriber.wake.set()
-        self.subscribers.discard(subscriber)
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            group = self._groups.get(subscriber.filter)
+            if group is not None:
+                group.remove(subscriber)
+                if not group:
+                    del self._groups[subscriber.filter]
 
     def close(self) -> None:
         """End every stream (at shutdown)."""
@@ -271,11 +304,27 @@ class Hub:
         """Hand the dirty endpoints to every interested subscriber and wake it."""
         self._flush_handle = None
         dirty, self._dirty = self._dirty, {}
-        for subscriber in self.subscribers:
-            woke = False
+        store = self.store
+        stats = self.stats
+        for watch_filter, group in self._groups.items():
+            # Per filter, once: does it want these parts (for subscribers that know the
+            # endpoint), and does it select the endpoint (for those that do not)?
+            first = group[0]
+            wanted: list[tuple[str, bool, bool]] = []
             for name, parts in dirty.items():
-                if subscriber.interested(name, parts):
-                    subscriber.mark(name)
-                    woke = True
-            if woke:
-                subscriber.wake.set()
+                record = store.get(name)
+                selects = record is not None and first._selected(record)
+                wanted.append((name, watch_filter.wants_parts(parts), selects))
+            for subscriber in group:
+                known = subscriber.known
+                pending = subscriber.pending
+                woke = False
+                for name, wants_parts, selects in wanted:
+                    if wants_parts if name in known else selects:
+                        if name in pending:
+                            stats.coalesced += 1
+                        else:
+                            pending[name] = None
+                        woke = True
+                if woke:
+                    subscriber.wake.set()

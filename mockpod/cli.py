@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gzip", action="store_true", help="gzip /metrics for clients that accept it, as vLLM"
     )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="change the waiting/running/KV gauges on every /metrics request (benchmarks)",
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> PodSpec:
@@ -79,6 +84,7 @@ def spec_from_args(args: argparse.Namespace) -> PodSpec:
         seconds_per_output_token=args.seconds_per_token,
         max_request_seconds=args.max_request_seconds,
         gzip=args.gzip,
+        churn=args.churn,
     )
 
 

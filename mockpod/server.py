@@ -57,6 +57,8 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[POD_STATE]
+    if state.spec.churn:
+        state.churn()
     page = state.metrics.render()
     headers = {"Content-Type": CONTENT_TYPE}
     if state.spec.gzip and "gzip" in request.headers.get("Accept-Encoding", ""):

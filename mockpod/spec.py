@@ -44,6 +44,9 @@ class PodSpec:
     # Real vLLM gzips /metrics for clients that accept it; off by default because the
     # compression would cost the benchmark's single mock process more than the page itself.
     gzip: bool = False
+    # Benchmarks: move the router's gauges on every /metrics request, so every scrape reads
+    # changed values (commits and stream updates on each one) even with no traffic.
+    churn: bool = False
 
     def __post_init__(self) -> None:
         if self.engines < 1:

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mockpod.flavours import build_metrics
@@ -110,6 +110,7 @@ class PodState:
         self.metrics = metrics if metrics is not None else build_metrics(spec, self.started_at)
         self.overrides = Overrides()
         self._engines = [_Engine(i) for i in range(spec.engines)]
+        self._churn = 0
         self._publish()
 
     # -- models ------------------------------------------------------------------------------
@@ -314,6 +315,25 @@ class PodState:
             ],
             "overrides": self.overrides.as_json(),
         }
+
+    def churn(self) -> None:
+        """Move every engine's waiting, running and KV gauges to new values (``--churn``)."""
+        self._churn += 1
+        tick = self._churn
+        for engine in self._engines:
+            load = self.engine_load(engine.index)
+            waiting = float(tick % 7)
+            self.metrics.set_load(
+                engine.index,
+                replace(
+                    load,
+                    waiting=waiting,
+                    waiting_capacity=waiting,
+                    waiting_deferred=0.0,
+                    running=float(tick % 5),
+                    kv_cache_usage=(tick % 100) / 100,
+                ),
+            )
 
     def refresh(self) -> None:
         """Re-publish after the overrides changed."""

@@ -20,12 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from datalayer.collector import Collector
 from datalayer.config import DataLayerConfig
 from datalayer.hub import Hub
+from datalayer.plugin import Discovery, DiscoverySink
 from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
-from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from server.observability import SelfMetrics
 from server.security import BearerTokenInterceptor, TlsFiles, server_credentials
-from server.service import DataLayerService
+from server.service import DataLayerService, add_to_server
+from server.status_page import add_status_routes
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,8 @@ class DataLayerApp:
     """One running service: store, hub, collector, discovery, gRPC and metrics servers."""
 
     def __init__(self, config: DataLayerConfig, options: ServeOptions | None = None) -> None:
-        if config.discovery is None:
+        if not config.discoveries:
             raise ValueError(f"{config.file}: the configuration has no discovery")
-        self.discovery = config.discovery
         self.config = config
         self.options = options or ServeOptions()
         self.store = EndpointStore()
@@ -100,6 +100,7 @@ class DataLayerApp:
 
     async def _start_grpc(self) -> None:
         interceptors = [BearerTokenInterceptor(self.options.token)] if self.options.token else []
+        interceptors.append(self.metrics.watch_interceptor())
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -107,7 +108,7 @@ class DataLayerApp:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_DataLayerServicer_to_server(DataLayerService(self.store, self.hub), server)
+        add_to_server(DataLayerService(self.store, self.hub), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -130,6 +131,7 @@ class DataLayerApp:
             return
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
+        add_status_routes(app, self)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.options.metrics_host, self.options.metrics_port)
@@ -143,12 +145,17 @@ class DataLayerApp:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _run_discovery(self) -> None:
+        """Every discovery at once, each through its own scoped sink."""
+        sinks = [(d, self.collector.sink_for(d.name)) for d in self.config.discoveries]
+        await asyncio.gather(*(self._run_one_discovery(d, sink) for d, sink in sinks))
+
+    async def _run_one_discovery(self, discovery: Discovery, sink: DiscoverySink) -> None:
         try:
-            await self.discovery.run(self.collector)
+            await discovery.run(sink)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("discovery %r failed; the endpoint set is frozen", self.discovery.name)
+            log.exception("discovery %r failed; its endpoint set is frozen", discovery.name)
 
     async def _serve_when_synced(self) -> None:
         await self.collector.synced.wait()
@@ -164,7 +171,7 @@ class DataLayerApp:
         move as the new sources read them). The old sources, extractors and
         discovery are stopped and closed first, so nothing of them keeps running.
         """
-        if config.discovery is None:
+        if not config.discoveries:
             raise ValueError(f"{config.file}: the configuration has no discovery")
         if self._discovery_task is not None:
             self._discovery_task.cancel()
@@ -173,7 +180,6 @@ class DataLayerApp:
         for plugin in self.config.plugins.values():
             await plugin.close()
         self.config = config
-        self.discovery = config.discovery
         self.collector = self._new_collector(config)
         for binding in config.sources:
             binding.source.start()

@@ -1,4 +1,4 @@
-"""The `datalayer` command: serve, validate, plugins, demo, mock-pod."""
+"""The `datalayer` command: serve, validate, plugins, list, get, watch, demo, mock-pod."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from datalayer.params import describe_fields
 from datalayer.plugin import DataSource, Discovery, Extractor
 from datalayer.registry import Registry, default_registry, plugin_kind
 from server.app import DataLayerApp, ServeOptions
+from server.console import add_commands as add_console_commands
 from server.observability import setup_logging
 from server.security import TOKEN_ENV, TlsFiles, load_token
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", allow_abbrev=False, help="list the registered plugin types")
     plugins.set_defaults(handler=_cmd_plugins, log_level="warning")
 
+    add_console_commands(sub)
+
     demo = sub.add_parser(
         "demo",
         allow_abbrev=False,
@@ -124,9 +127,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _discovery_name(config: DataLayerConfig) -> str:
-    if config.discovery is None:
+    if not config.discoveries:
         return "none: `serve` needs --endpoints-file"
-    return repr(config.discovery.name)
+    return ", ".join(repr(d.name) for d in config.discoveries)
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -152,10 +155,9 @@ def summarize(config: DataLayerConfig) -> str:
         + "+".join(e.name for e in b.extractors)
         for b in config.sources
     )
-    discovery = config.discovery
+    discoveries = ", ".join(f"{d.name} ({d.type_name})" for d in config.discoveries) or "-"
     return (
-        f"config {config.file}: discovery {discovery.name if discovery else '-'} "
-        f"({discovery.type_name if discovery else '-'}); sources: {sources}; "
+        f"config {config.file}: discovery {discoveries}; sources: {sources}; "
         f"staleness after {config.collector.staleness_threshold:g}s"
     )
 

@@ -112,3 +112,152 @@ def batch_to_proto(
             endpoint = endpoint_to_proto(event.record, parts)
         response.events.add(type=_EVENT_TYPES[event.kind], endpoint=endpoint)
     return response
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited field: its tag byte, the length, the bytes."""
+    return tag + _varint(len(body)) + body
+
+
+# Tag bytes of the length-delimited fields built here (field number << 3 | 2).
+_RESPONSE_EVENTS = b"\x0a"  # WatchResponse.events = 1
+_LIST_ENDPOINTS = b"\x0a"  # ListEndpointsResponse.endpoints = 1
+_EVENT_ENDPOINT = b"\x12"  # WatchEvent.endpoint = 2
+#: WatchEvent.type = 1 (varint), per kind.
+_EVENT_TYPE = {kind: b"\x08" + _varint(int(value)) for kind, value in _EVENT_TYPES.items()}
+
+#: What decides an endpoint's bytes: name, revision (every committed change bumps it), and the
+#: update times that move without a revision (metrics, each attribute sent).
+_EndpointKey = tuple[str, int, float, tuple[float, ...], frozenset[str]]
+
+
+class EndpointEncoder:
+    """Serialized `Endpoint` messages, each distinct one built once and shared.
+
+    Keys are exact (see `_EndpointKey`), so cached bytes are always what would
+    be built now: Watch events, GetEndpoint and ListEndpoints all read through
+    here, and an endpoint that did not change since it was last sent costs a
+    dict lookup. The cache is dropped whole past `max_bytes` (it only ever helps).
+    """
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._size = 0
+        self._cache: dict[_EndpointKey, bytes] = {}
+
+    def key(self, record: EndpointRecord, parts: frozenset[str]) -> _EndpointKey:
+        attributes = record.attributes
+        if not attributes:
+            stamps: tuple[float, ...] = ()
+        elif parts:
+            stamps = tuple(attributes[k].update_time for k in parts if k in attributes)
+        else:
+            stamps = tuple(a.update_time for a in attributes.values())
+        return (record.spec.name, record.revision, record.metrics.update_time, stamps, parts)
+
+    def encode(
+        self,
+        record: EndpointRecord,
+        parts: frozenset[str] = frozenset(),
+        key: _EndpointKey | None = None,
+    ) -> bytes:
+        """`endpoint_to_proto(record, parts)`, serialized (`key`: `self.key(record, parts)`)."""
+        cache_key = self.key(record, parts) if key is None else key
+        data = self._cache.get(cache_key)
+        if data is None:
+            if self._size > self.max_bytes:
+                self._cache.clear()
+                self._size = 0
+            data = endpoint_to_proto(record, parts).SerializeToString()
+            self._cache[cache_key] = data
+            self._size += len(data)
+        return data
+
+    def list_response(
+        self, records: list[EndpointRecord], revision: int, instance_id: str
+    ) -> bytes:
+        """A serialized `ListEndpointsResponse` of `records`."""
+        pieces = [
+            pb.ListEndpointsResponse(revision=revision, instance_id=instance_id).SerializeToString()
+        ]
+        pieces.extend(_field(_LIST_ENDPOINTS, self.encode(record)) for record in records)
+        return b"".join(pieces)
+
+
+class WatchEncoder:
+    """Serialized `WatchResponse`s for hub batches: each distinct one is built once.
+
+    Subscribers with equal filters that keep up drain identical batches right
+    after each hub flush; the first one's response is serialized and the same
+    bytes object is handed to every other stream (gRPC sends it as is: the Watch
+    method is registered without a response serializer). Endpoints come from the
+    shared `EndpointEncoder`, so subscribers that differ in selector, or drain at
+    other times, still share each endpoint's bytes. A response is the
+    concatenation of its header fields and its events, which protobuf parses as
+    one message. Keys are exact; the response cache is dropped past `max_bytes`.
+    """
+
+    def __init__(
+        self, instance_id: str, endpoints: EndpointEncoder | None = None, max_bytes: int = 8 << 20
+    ) -> None:
+        self.instance_id = instance_id
+        self.endpoints = endpoints or EndpointEncoder()
+        self.max_bytes = max_bytes
+        #: Responses built vs. handed out again from the cache (for tests and benchmarks).
+        self.built = 0
+        self.reused = 0
+        self._size = 0
+        self._responses: dict[tuple[object, ...], bytes] = {}
+
+    def encode(self, batch: Batch, parts: frozenset[str] = frozenset()) -> bytes:
+        """The serialized `WatchResponse` for `batch`, its endpoints filtered to `parts`."""
+        endpoint_key = self.endpoints.key
+        keys = [
+            None if event.record is None else endpoint_key(event.record, parts)
+            for event in batch.events
+        ]
+        key = (
+            parts,
+            batch.revision,
+            batch.synced,
+            batch.full_snapshot,
+            *((event.kind, event.name) for event in batch.events),
+            *keys,
+        )
+        data = self._responses.get(key)
+        if data is not None:
+            self.reused += 1
+            return data
+        if self._size > self.max_bytes:
+            self._responses.clear()
+            self._size = 0
+        pieces = [
+            pb.WatchResponse(
+                revision=batch.revision,
+                instance_id=self.instance_id,
+                synced=batch.synced,
+                full_snapshot=batch.full_snapshot,
+            ).SerializeToString()
+        ]
+        encode = self.endpoints.encode
+        for event, event_key in zip(batch.events, keys, strict=True):
+            if event.record is None:
+                endpoint = pb.Endpoint(name=event.name).SerializeToString()
+            else:
+                endpoint = encode(event.record, parts, event_key)
+            body = _EVENT_TYPE[event.kind] + _field(_EVENT_ENDPOINT, endpoint)
+            pieces.append(_field(_RESPONSE_EVENTS, body))
+        data = b"".join(pieces)
+        self._responses[key] = data
+        self._size += len(data)
+        self.built += 1
+        return data

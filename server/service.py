@@ -18,7 +18,7 @@ from datalayer.selector import Selector, SelectorError, parse_selector
 from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
-from server.convert import batch_to_proto, endpoint_to_proto
+from server.convert import EndpointEncoder, WatchEncoder
 
 log = logging.getLogger(__name__)
 
@@ -80,33 +80,38 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         self.store = store
         self.hub = hub
         self.limits = limits or ServiceLimits()
+        #: Every reply is built from here: each endpoint state is serialized once, and equal
+        #: Watch batches once (see `add_to_server`: the methods return bytes).
+        self.endpoints = EndpointEncoder()
+        self.encoder = WatchEncoder(store.instance_id, self.endpoints)
 
     async def GetEndpoint(
         self, request: pb.GetEndpointRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Endpoint:
+    ) -> bytes:
+        """A serialized `Endpoint`."""
         if not request.name:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: must not be empty")
         record = self.store.get(request.name)
         if record is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"endpoint {request.name!r} not found")
-        return endpoint_to_proto(record)
+        return self.endpoints.encode(record)
 
     async def ListEndpoints(
         self, request: pb.ListEndpointsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListEndpointsResponse:
+    ) -> bytes:
+        """A serialized `ListEndpointsResponse`."""
         try:
             selector = _parse_selector(request.selector)
         except InvalidRequest as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         # No await between reading the records and the revision: a consistent snapshot.
-        endpoints = [endpoint_to_proto(r) for r in self.store if selector.matches(r.spec.labels)]
-        return pb.ListEndpointsResponse(
-            endpoints=endpoints, revision=self.store.revision, instance_id=self.store.instance_id
-        )
+        records = [r for r in self.store if selector.matches(r.spec.labels)]
+        return self.endpoints.list_response(records, self.store.revision, self.store.instance_id)
 
     async def Watch(
         self, request: pb.Subscription, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.WatchResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Serialized `WatchResponse`s (see `add_to_server`: no response serializer)."""
         try:
             watch_filter = subscription_filter(request, self.limits)
             min_interval = _seconds(request.min_interval, "min_interval", self.limits)
@@ -128,9 +133,39 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
             )
         except OverflowError as exc:
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        instance_id = self.store.instance_id
+        encode = self.encoder.encode
+        parts = watch_filter.parts
         try:
             async for batch in subscriber.batches():
-                yield batch_to_proto(batch, instance_id, watch_filter.parts)
+                yield encode(batch, parts)
         finally:
             self.hub.unsubscribe(subscriber)
+
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataLayer"].full_name
+
+
+def add_to_server(service: DataLayerService, server: grpc.aio.Server) -> None:
+    """Register `service` as the generated `add_DataLayerServicer_to_server` does, except that
+    no method has a response serializer: they return bytes built from the service's shared
+    encoders (a Watch batch is serialized once for every stream with the same filter). The
+    wire format is the same, so clients and server reflection (grpcurl) see no difference."""
+    handlers = {
+        "GetEndpoint": grpc.unary_unary_rpc_method_handler(
+            service.GetEndpoint,
+            request_deserializer=pb.GetEndpointRequest.FromString,
+            response_serializer=None,  # already bytes
+        ),
+        "ListEndpoints": grpc.unary_unary_rpc_method_handler(
+            service.ListEndpoints,
+            request_deserializer=pb.ListEndpointsRequest.FromString,
+            response_serializer=None,  # already bytes
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            service.Watch,
+            request_deserializer=pb.Subscription.FromString,
+            response_serializer=None,  # already bytes
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

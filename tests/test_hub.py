@@ -189,3 +189,28 @@ async def test_commits_never_wait_for_subscribers(store: EndpointStore) -> None:
         store.apply("a", waiting(n), 1.0)
     await asyncio.sleep(0.01)
     assert all(len(s.pending) <= len(store) for s in hub.subscribers)
+
+
+async def test_subscribers_with_equal_filters_share_work_not_state(store: EndpointStore) -> None:
+    """Equal filters form one group (one selector evaluation per endpoint and spec), yet each
+    subscriber keeps its own pending set and `known` names, and a relabel is seen by all."""
+    hub = Hub(store, batch_window=0.001)
+    vllm = parse_selector("app=vllm")
+    one = hub.subscribe(WatchFilter(vllm))
+    two = hub.subscribe(WatchFilter(parse_selector("app=vllm")))
+    assert one.selects is two.selects
+    first, second = one.batches(), two.batches()
+    assert kinds(await next_batch(first)) == kinds(await next_batch(second))
+    store.upsert(spec("a", app="sglang"))  # relabelled out of the selector
+    store.apply("b", waiting(4), 1.0)
+    for stream in (first, second):
+        assert sorted(kinds(await next_batch(stream))) == [("REMOVED", "a"), ("UPDATED", "b")]
+    hub.unsubscribe(one)
+    late = hub.subscribe(WatchFilter(vllm))
+    assert late.selects is two.selects
+    assert kinds(await next_batch(late.batches())) == [("ADDED", "b")]
+    store.upsert(spec("a", app="vllm"))  # back in
+    assert kinds(await next_batch(second)) == [("ADDED", "a")]
+    hub.unsubscribe(two)
+    hub.unsubscribe(late)
+    assert not hub.subscribers

@@ -467,6 +467,18 @@ async def test_two_engines_with_lora_page(http: aiohttp.ClientSession) -> None:
     assert {lbl["engine"] for lbl, _ in samples["vllm:cache_config_info"]} == {"0", "1"}
 
 
+async def test_churn_moves_the_gauges_on_every_scrape(http: aiohttp.ClientSession) -> None:
+    """`--churn` (benchmarks): each /metrics request reads other waiting/running/KV values."""
+    async with await start_pods([PodSpec(engines=2, churn=True)]) as group:
+        reads = [await scrape(http, group[0].url) for _ in range(3)]
+    for name in ("vllm:num_requests_waiting", "vllm:num_requests_running"):
+        values = [sorted(v for _, v in samples[name]) for _, samples in reads]
+        assert values[0] != values[1] != values[2], name
+    kv = [value(samples, "vllm:kv_cache_usage_perc", engine="1") for _, samples in reads]
+    assert kv[0] != kv[1] != kv[2]
+    assert all(0 <= x <= 1 for x in kv)
+
+
 async def test_sglang_flavour(http: aiohttp.ClientSession) -> None:
     spec = PodSpec(engine_type="sglang", block_size=32, num_gpu_blocks=1000)
     async with await start_pods([spec]) as group:

@@ -331,6 +331,44 @@ def test_generated_pages_match_oracle(case: tuple[str, set[str]]) -> None:
     assert normalise(got) == oracle(text.replace("\r\n", "\n"), wanted)
 
 
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(expositions(), min_size=2, max_size=4))
+def test_one_scanner_over_many_pages_matches_oracle(cases: list[tuple[str, set[str]]]) -> None:
+    """A scanner remembers validated lines and label heads between pages (as it does between
+    scrapes of a pod): every page, scanned again from those caches, still matches the oracle
+    and a fresh scanner."""
+    wanted = set().union(*(names for _, names in cases))
+    warm = SelectiveScanner(wanted)
+    for text, _ in cases * 2:
+        body = text.encode()
+        got = normalise(warm.scan(body))
+        assert got == normalise(SelectiveScanner(wanted).scan(body))
+        assert got == oracle(text.replace("\r\n", "\n"), wanted)
+
+
+def test_remembered_heads_never_change_what_a_line_means() -> None:
+    """Lines sharing a validated head (`m{a="b"}`) but ending differently: each is read by
+    the full grammar, exactly as a scanner that never saw the head reads it."""
+    warm = SelectiveScanner({"m"})
+    warm.scan(b'm{a="b"} 1\nm 2\nm{a="b"}  3\n')
+    body = (
+        b'm{a="b"} 1_0\n'  # not a number
+        b'm{a="b"} 3\t4\n'  # value and timestamp, tab-separated
+        b'm{a="b"} 5 #x\n'  # not an exemplar
+        b'm{a="b"} 6\r\n'  # CRLF
+        b"m 7\r\r\n"  # one CR too many
+        b"m\t8\n"
+        b'm{a="b"}  9\n'
+        b'm{a="b"} 10 \n'  # trailing space
+        b'm{a="b"} \x0c11\n'
+        b"m 12"
+    )
+    got = warm.scan(body)
+    assert got == SelectiveScanner({"m"}).scan(body)
+    assert [s.value for s in got["m"]] == [3.0, 6.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+    assert warm.scan(body) == got  # and again, from the remembered lines
+
+
 @settings(max_examples=300)
 @given(
     st.binary(max_size=300),
