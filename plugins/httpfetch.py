@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import aiohttp
 
+from plugins.tlsconfig import ClientTls, client_ssl_context
+
 
 class PollError(Exception):
     """A fetch failed in a way that names the fault (status, size)."""
 
 
 def new_session(
-    accept: str, timeout: float | None, insecure_skip_verify: bool
+    accept: str, timeout: float | None, tls: ClientTls | None = None
 ) -> aiohttp.ClientSession:
-    """A keep-alive session; must be created inside the running loop (in `start()`)."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=not insecure_skip_verify)
+    """A keep-alive session with its own TLS context; create it inside the running loop."""
+    ssl_context = client_ssl_context(tls) if tls is not None else True
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=ssl_context)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),

@@ -26,6 +26,7 @@ from plugins.httpfetch import fetch_body, new_session
 from plugins.prometheus.samples import MetricSamples
 from plugins.prometheus.sanity import check_exposition
 from plugins.prometheus.scan import SelectiveScanner
+from plugins.tlsconfig import ClientTls, check_client_tls
 
 #: Always ask for the classic text format: OpenMetrics renames samples (BRIEF, MODEL-SERVERS).
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
@@ -41,6 +42,10 @@ class MetricsSourceParameters:
     timeout: Duration | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     insecure_skip_verify: bool = False
+    #: HTTPS: a PEM bundle of CAs to trust, and a client certificate and key (mTLS).
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     #: `auto`: the httptools client for http when installed, else aiohttp; `aiohttp`: always.
     http_client: Literal["auto", "aiohttp"] = "auto"
 
@@ -59,6 +64,7 @@ class MetricsDataSource(PollingDataSource):
             raise ParameterError("port", f"must be 1..65535, got {params.port}")
         if params.max_body_bytes <= 0:
             raise ParameterError("maxBodyBytes", "must be greater than zero")
+        check_client_tls(_tls(params))
         self._params = params
         self._session: aiohttp.ClientSession | None = None
         self._client: KeepAliveClient | None = None
@@ -73,7 +79,7 @@ class MetricsDataSource(PollingDataSource):
         if p.scheme == "http" and p.http_client == "auto" and FAST_HTTP_AVAILABLE:
             self._client = KeepAliveClient(p.path, accept=ACCEPT, timeout=p.timeout)
         else:
-            self._session = new_session(ACCEPT, p.timeout, p.insecure_skip_verify)
+            self._session = new_session(ACCEPT, p.timeout, _tls(p))
 
     @property
     def client_name(self) -> str:
@@ -107,6 +113,10 @@ class MetricsDataSource(PollingDataSource):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _tls(params: MetricsSourceParameters) -> ClientTls:
+    return ClientTls(params.ca_file, params.cert_file, params.key_file, params.insecure_skip_verify)
 
 
 class PrometheusDataSource(MetricsDataSource):

@@ -12,6 +12,7 @@ from datalayer.model import EndpointSpec
 from datalayer.params import Duration
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.httpfetch import PollError, fetch_body, new_session
+from plugins.tlsconfig import ClientTls, check_client_tls
 
 
 class ModelsList(list[dict[str, Any]]):
@@ -28,6 +29,10 @@ class ModelsSourceParameters:
     timeout: Duration | None = None
     max_body_bytes: int = 1024 * 1024
     insecure_skip_verify: bool = False
+    #: HTTPS: a PEM bundle of CAs to trust, and a client certificate and key (mTLS).
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 class ModelsDataSource(PollingDataSource):
@@ -43,12 +48,21 @@ class ModelsDataSource(PollingDataSource):
             raise ParameterError("path", f"must start with '/', got {params.path!r}")
         if params.port is not None and not 0 < params.port < 65536:
             raise ParameterError("port", f"must be 1..65535, got {params.port}")
+        check_client_tls(
+            ClientTls(
+                params.ca_file, params.cert_file, params.key_file, params.insecure_skip_verify
+            )
+        )
         self._params = params
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
         p = self._params
-        self._session = new_session("application/json", p.timeout, p.insecure_skip_verify)
+        self._session = new_session(
+            "application/json",
+            p.timeout,
+            ClientTls(p.ca_file, p.cert_file, p.key_file, p.insecure_skip_verify),
+        )
 
     async def poll(self, endpoint: EndpointSpec) -> ModelsList:
         if self._session is None:
