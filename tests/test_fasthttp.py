@@ -116,7 +116,7 @@ async def fast_get(port: int, max_bytes: int = 1 << 20, **kwargs: Any) -> bytes:
 
 
 async def aiohttp_get(port: int, max_bytes: int = 1 << 20, timeout: float | None = None) -> bytes:
-    session = new_session("text/plain", timeout, False)
+    session = new_session("text/plain", timeout)
     try:
         return await fetch_body(session, f"http://127.0.0.1:{port}/metrics", max_bytes)
     finally:
