@@ -146,13 +146,14 @@ class EndpointEncoder:
     Keys are exact (see `_EndpointKey`), so cached bytes are always what would
     be built now: Watch events, GetEndpoint and ListEndpoints all read through
     here, and an endpoint that did not change since it was last sent costs a
-    dict lookup. The cache is dropped whole past `max_bytes` (it only ever helps).
+    dict lookup. Only the latest bytes of each (endpoint, parts) are kept: an
+    older version is never asked for again, so memory follows the fleet's size,
+    not the number of changes (a soak showed unbounded keys growing RSS).
     """
 
-    def __init__(self, max_bytes: int = 8 << 20) -> None:
-        self.max_bytes = max_bytes
-        self._size = 0
-        self._cache: dict[_EndpointKey, bytes] = {}
+    def __init__(self) -> None:
+        #: (name, parts) -> (the exact key the bytes were built for, the bytes)
+        self._cache: dict[tuple[str, frozenset[str]], tuple[_EndpointKey, bytes]] = {}
 
     def key(self, record: EndpointRecord, parts: frozenset[str]) -> _EndpointKey:
         attributes = record.attributes
@@ -172,15 +173,18 @@ class EndpointEncoder:
     ) -> bytes:
         """`endpoint_to_proto(record, parts)`, serialized (`key`: `self.key(record, parts)`)."""
         cache_key = self.key(record, parts) if key is None else key
-        data = self._cache.get(cache_key)
-        if data is None:
-            if self._size > self.max_bytes:
-                self._cache.clear()
-                self._size = 0
-            data = endpoint_to_proto(record, parts).SerializeToString()
-            self._cache[cache_key] = data
-            self._size += len(data)
+        slot = (cache_key[0], parts)
+        hit = self._cache.get(slot)
+        if hit is not None and hit[0] == cache_key:
+            return hit[1]
+        data = endpoint_to_proto(record, parts).SerializeToString()
+        self._cache[slot] = (cache_key, data)
         return data
+
+    def forget(self, name: str) -> None:
+        """Drop a removed endpoint's bytes."""
+        for slot in [s for s in self._cache if s[0] == name]:
+            del self._cache[slot]
 
     def list_response(
         self, records: list[EndpointRecord], revision: int, instance_id: str
@@ -207,15 +211,16 @@ class WatchEncoder:
     """
 
     def __init__(
-        self, instance_id: str, endpoints: EndpointEncoder | None = None, max_bytes: int = 8 << 20
+        self, instance_id: str, endpoints: EndpointEncoder | None = None, max_entries: int = 256
     ) -> None:
         self.instance_id = instance_id
         self.endpoints = endpoints or EndpointEncoder()
-        self.max_bytes = max_bytes
+        #: Sharing happens between streams draining the same flush, so only the most recent
+        #: responses are worth keeping; the oldest go first.
+        self.max_entries = max_entries
         #: Responses built vs. handed out again from the cache (for tests and benchmarks).
         self.built = 0
         self.reused = 0
-        self._size = 0
         self._responses: dict[tuple[object, ...], bytes] = {}
 
     def encode(self, batch: Batch, parts: frozenset[str] = frozenset()) -> bytes:
@@ -237,9 +242,8 @@ class WatchEncoder:
         if data is not None:
             self.reused += 1
             return data
-        if self._size > self.max_bytes:
-            self._responses.clear()
-            self._size = 0
+        if len(self._responses) >= self.max_entries:
+            del self._responses[next(iter(self._responses))]
         pieces = [
             pb.WatchResponse(
                 revision=batch.revision,
@@ -258,6 +262,5 @@ class WatchEncoder:
             pieces.append(_field(_RESPONSE_EVENTS, body))
         data = b"".join(pieces)
         self._responses[key] = data
-        self._size += len(data)
         self.built += 1
         return data

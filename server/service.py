@@ -15,7 +15,7 @@ import grpc
 
 from datalayer.hub import Hub, WatchFilter
 from datalayer.selector import Selector, SelectorError, parse_selector
-from datalayer.store import EndpointStore
+from datalayer.store import REMOVED_PART, EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from server.convert import EndpointEncoder, WatchEncoder
@@ -84,6 +84,11 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         #: Watch batches once (see `add_to_server`: the methods return bytes).
         self.endpoints = EndpointEncoder()
         self.encoder = WatchEncoder(store.instance_id, self.endpoints)
+        store.add_listener(self._forget_removed)
+
+    def _forget_removed(self, name: str, parts: frozenset[str], revision: int) -> None:
+        if REMOVED_PART in parts:
+            self.endpoints.forget(name)
 
     async def GetEndpoint(
         self, request: pb.GetEndpointRequest, context: grpc.aio.ServicerContext
