@@ -14,7 +14,7 @@ import aiohttp
 import yaml
 
 from datalayer.client import DataLayerClient
-from datalayer.config import load_config_text
+from datalayer.config import ConfigError, load_config_text
 from datalayer.registry import default_registry
 from mockpod.server import PodGroup, start_pods
 from mockpod.spec import PodSpec
@@ -120,3 +120,27 @@ async def running_stack(
         await app.stop()
         await http.close()
         await pods.close()
+
+
+#: A json-extractor plugin entry, for configs whose source produces JSON documents.
+JSON_EXTRACTOR = "- type: json-extractor\n  parameters: {fields: [{path: a}]}"
+
+
+def one_source_config_error(
+    source: str, parameters: str, extractor: str = "- type: core-metrics-extractor"
+) -> ConfigError:
+    """Load a config whose only source is `source` (its `parameters` as YAML flow text) under
+    the one extractor plugin entry `extractor`; return the ConfigError it must raise."""
+    extractor_type = extractor.split("type:", 1)[1].split()[0]
+    text = (
+        f"plugins:\n- type: {source}\n  parameters: {parameters}\n{extractor}\n"
+        "- type: file-discovery\n  parameters: {path: e}\n"
+        f"dataLayer:\n  sources:\n  - pluginRef: {source}\n"
+        f"    extractors: [{{pluginRef: {extractor_type}}}]\n"
+        "  discovery: {pluginRef: file-discovery}\n"
+    )
+    try:
+        load_config_text(text, default_registry(), file="c.yaml")
+    except ConfigError as exc:
+        return exc
+    raise AssertionError(f"no ConfigError for {source} parameters {parameters}")

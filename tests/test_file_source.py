@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from datalayer.config import ConfigError, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
-from datalayer.registry import default_registry
 from mockpod.spec import PodSpec
 from plugins.file_source.source import FileDataSource, FileReadError, FileSourceParameters
 from plugins.payloads import JsonDocument
@@ -25,7 +23,7 @@ from plugins.prometheus_metric.extractor import (
     PrometheusMetricParameters,
 )
 
-from stack import eventually, running_stack
+from stack import eventually, one_source_config_error, running_stack
 
 POD = EndpointSpec("pod-a", "10.0.0.1", 8000, namespace="ns1")
 
@@ -132,18 +130,13 @@ async def test_reads_happen_off_the_event_loop(tmp_path: Path) -> None:
     ],
 )
 def test_parameter_errors(parameters: str, path: str, fragment: str) -> None:
-    text = (
-        f"plugins:\n- type: file-data-source\n  parameters: {parameters}\n"
-        "- type: json-extractor\n  parameters: {fields: [{path: a}]}\n"
-        "- type: file-discovery\n  parameters: {path: e}\n"
-        "dataLayer:\n  sources:\n  - pluginRef: file-data-source\n"
-        "    extractors: [{pluginRef: json-extractor}]\n"
-        "  discovery: {pluginRef: file-discovery}\n"
+    error = one_source_config_error(
+        "file-data-source",
+        parameters,
+        "- type: json-extractor\n  parameters: {fields: [{path: a}]}",
     )
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, default_registry(), file="c.yaml")
-    assert info.value.path == f"plugins[0].parameters.{path}"
-    assert fragment in info.value.message
+    assert error.path == f"plugins[0].parameters.{path}"
+    assert fragment in error.message
 
 
 # --- end to end: a sidecar writes status files, a scheduler reads them over gRPC ---

@@ -10,10 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from datalayer.config import ConfigError, load_config_text
 from datalayer.model import EndpointSpec
 from datalayer.params import decode_dataclass
-from datalayer.registry import default_registry
 from mockpod.spec import PodSpec
 from plugins.payloads import JsonDocument
 from plugins.prometheus import MetricSamples
@@ -23,7 +21,7 @@ from plugins.prometheus_metric.extractor import (
 )
 from plugins.push_source.source import HttpPushDataSource, PushSourceParameters
 
-from stack import eventually, running_stack
+from stack import eventually, one_source_config_error, running_stack
 
 POD_A = EndpointSpec("pod-a", "10.0.0.1", 8000)
 
@@ -200,18 +198,13 @@ async def test_cancel_stops_the_server_and_frees_the_port(http: aiohttp.ClientSe
     ],
 )
 def test_parameter_errors(parameters: str, path: str, fragment: str) -> None:
-    text = (
-        f"plugins:\n- type: push-data-source\n  parameters: {parameters}\n"
-        "- type: json-extractor\n  parameters: {fields: [{path: a}]}\n"
-        "- type: file-discovery\n  parameters: {path: e}\n"
-        "dataLayer:\n  sources:\n  - pluginRef: push-data-source\n"
-        "    extractors: [{pluginRef: json-extractor}]\n"
-        "  discovery: {pluginRef: file-discovery}\n"
+    error = one_source_config_error(
+        "push-data-source",
+        parameters,
+        "- type: json-extractor\n  parameters: {fields: [{path: a}]}",
     )
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, default_registry(), file="c.yaml")
-    assert info.value.path == f"plugins[0].parameters.{path}"
-    assert fragment in info.value.message
+    assert error.path == f"plugins[0].parameters.{path}"
+    assert fragment in error.message
 
 
 def test_empty_token_file_is_a_parameter_error(tmp_path: Path) -> None:

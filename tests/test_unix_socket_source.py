@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from datalayer.config import ConfigError, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
-from datalayer.registry import default_registry
 from mockpod.spec import PodSpec
 from plugins.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
 from plugins.httpfetch import PollError
@@ -22,7 +20,7 @@ from plugins.prometheus import MetricSamples
 from plugins.unix_socket_source import source as source_module
 from plugins.unix_socket_source.source import UnixSocketDataSource, UnixSocketSourceParameters
 
-from stack import eventually, running_stack
+from stack import eventually, one_source_config_error, running_stack
 
 PAGE = b"""# TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting{engine="0",model_name="m"} 4.0
@@ -186,17 +184,9 @@ async def test_failures_are_poll_errors_that_name_the_fault(
     ],
 )
 def test_parameter_errors(parameters: str, path: str, fragment: str) -> None:
-    text = (
-        f"plugins:\n- type: unix-socket-data-source\n  parameters: {parameters}\n"
-        "- type: core-metrics-extractor\n- type: file-discovery\n  parameters: {path: e}\n"
-        "dataLayer:\n  sources:\n  - pluginRef: unix-socket-data-source\n"
-        "    extractors: [{pluginRef: core-metrics-extractor}]\n"
-        "  discovery: {pluginRef: file-discovery}\n"
-    )
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, default_registry(), file="c.yaml")
-    assert info.value.path == f"plugins[0].parameters.{path}"
-    assert fragment in info.value.message
+    error = one_source_config_error("unix-socket-data-source", parameters)
+    assert error.path == f"plugins[0].parameters.{path}"
+    assert fragment in error.message
 
 
 # --- end to end: mock vLLM pods that also listen on a socket, read over gRPC ---
