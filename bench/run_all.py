@@ -121,14 +121,15 @@ def summary() -> list[str]:
                 f"p99 {_fmt(run['latency_p99_ms'], ' ms')}{vs}, {_fmt(run['server_cores'])} cores",
             ]
         )
-    unary = {r["call"]: r for r in _load("unary").get("runs", [])}
-    if "GetEndpoint" in unary:
-        get = unary["GetEndpoint"]
-        floor = unary.get("health")
+    unary = {(r["call"], r["clients"]): r for r in _load("unary").get("runs", [])}
+    for (call, clients), get in sorted(unary.items()):
+        if call != "GetEndpoint":
+            continue
+        floor = unary.get(("health", clients))
         vs = f" (health check: {_fmt(floor['calls_per_s'], '/s')})" if floor else ""
         rows.append(
             [
-                "GetEndpoint",
+                f"GetEndpoint, {clients} closed-loop callers",
                 "≥ 4,000/s, p99 ≤ 5 ms",
                 f"{_fmt(get['calls_per_s'], '/s')}{vs}, p99 {_fmt(get['p99_ms'], ' ms')}",
             ]

@@ -6,8 +6,10 @@
 This process serves the store (`--endpoints` endpoints with typed metrics, a custom metric and
 an attribute, updated 2,000 times/s by a driver, as under a scraping collector) through the
 real service. Client processes each run `--concurrency` callers in a closed loop for
-`--seconds`, one channel per process. The baseline, in the same run and against the same
-server, is the gRPC health check: the transport's own floor for a unary call here.
+`--seconds`, one channel per process: at 8 callers per process the server is saturated
+(throughput; latency is then mostly queueing), at 1 it is not (latency). The baseline, in the
+same run and against the same server, is the gRPC health check: the transport's own floor for
+a unary call here.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ async def serve(args: argparse.Namespace) -> list[dict[str, Any]]:
     driver = asyncio.create_task(drive(store, names, args.rate, stop))
     results = []
     try:
-        for call in args.calls:
-            progress(f"{call}: {args.client_processes} processes x {args.concurrency} callers")
+        for concurrency, call in [(c, call) for c in args.concurrency for call in args.calls]:
+            progress(f"{call}: {args.client_processes} processes x {concurrency} callers")
             argv = [sys.executable, __file__, "--client", f"127.0.0.1:{port}", "--call", call]
-            argv += ["--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
+            argv += ["--seconds", str(args.seconds), "--concurrency", str(concurrency)]
             argv += ["--endpoints", str(args.endpoints)]
             times0 = os.times()
             procs = [
@@ -95,7 +97,7 @@ async def serve(args: argparse.Namespace) -> list[dict[str, Any]]:
                 {
                     "call": call,
                     "endpoints": args.endpoints,
-                    "clients": args.client_processes * args.concurrency,
+                    "clients": args.client_processes * concurrency,
                     "calls_per_s": calls / elapsed,
                     "errors": sum(out["errors"] for out in outputs),
                     "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -139,7 +141,7 @@ async def client_main(args: argparse.Namespace) -> None:
                 counts["calls"] += 1
 
         started = time.monotonic()
-        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        await asyncio.gather(*(caller() for _ in range(args.concurrency[0])))
         elapsed = time.monotonic() - started
     step = max(1, len(latencies) // 20000)
     json.dump({"latencies": latencies[::step], "elapsed": elapsed, **counts}, sys.stdout)
@@ -150,7 +152,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=100)
     parser.add_argument("--calls", nargs="+", choices=CALLS, default=list(CALLS))
     parser.add_argument("--client-processes", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=8, help="callers per process")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[8, 1], help="callers per process"
+    )
     parser.add_argument("--rate", type=float, default=2000, help="store updates per second")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--client", help=argparse.SUPPRESS)
