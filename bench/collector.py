@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +32,7 @@ from datalayer.registry import default_registry
 from server.app import DataLayerApp, ServeOptions
 from server.cli import run_async
 
-from common import percentile, print_table, progress, rss_kib, write_json
+from common import percentile, print_table, progress, rss_kib, start_mock_pods, write_json
 
 CONFIG = """\
 kind: DataLayerConfig
@@ -54,33 +51,6 @@ dataLayer:
 """
 
 CLIENTS = {"httptools": "auto", "aiohttp": "aiohttp"}
-
-
-async def start_pods(
-    count: int, churn: bool, processes: int
-) -> tuple[list[asyncio.subprocess.Process], list[int]]:
-    """`count` mock pods spread over `processes` processes (each on uvloop)."""
-    datalayer = str(Path(sys.executable).with_name("datalayer"))
-    procs: list[asyncio.subprocess.Process] = []
-    ports: list[int] = []
-    per = -(-count // processes)
-    for first in range(0, count, per):
-        n = min(per, count - first)
-        argv = [datalayer, "mock-pod", "--port", "0", "--count", str(n), "--name", f"bench{first}"]
-        argv += ["--log-level", "warning"] + (["--churn"] if churn else [])
-        process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
-        procs.append(process)
-        assert process.stdout is not None
-        got = 0
-        while got < n:
-            line = (await process.stdout.readline()).decode()
-            if not line:
-                raise RuntimeError("mock pods exited before starting")
-            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-            if match:
-                ports.append(int(match.group(1)))
-                got += 1
-    return procs, ports
 
 
 async def measure(
@@ -153,7 +123,9 @@ async def run_config(
 ) -> list[dict[str, Any]]:
     page = "churn" if churn else "static"
     progress(f"starting {pods} mock pods ({page} pages, {args.pod_processes} processes)")
-    procs, ports = await start_pods(pods, churn, args.pod_processes)
+    procs, ports = await start_mock_pods(
+        pods, args.pod_processes, extra=["--churn"] if churn else []
+    )
     results = []
     try:
         for _ in range(args.repeat):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -87,3 +90,28 @@ def _fmt(value: Any) -> str:
             return f"{value:.1f}"
         return f"{value:.2f}"
     return str(value)
+
+
+async def start_mock_pods(
+    count: int, processes: int = 1, host: str = "127.0.0.1", extra: Sequence[str] = ()
+) -> tuple[list[asyncio.subprocess.Process], list[int]]:
+    """`count` mock pods (`datalayer mock-pod`) spread over `processes` processes; their ports."""
+    datalayer = str(Path(sys.executable).with_name("datalayer"))
+    procs: list[asyncio.subprocess.Process] = []
+    ports: list[int] = []
+    per = -(-count // processes)
+    for first in range(0, count, per):
+        n = min(per, count - first)
+        argv = [datalayer, "mock-pod", "--host", host, "--port", "0", "--count", str(n)]
+        argv += ["--name", f"bench{first}", "--log-level", "warning", *extra]
+        process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
+        procs.append(process)
+        assert process.stdout is not None
+        while len(ports) < first + n:
+            line = (await process.stdout.readline()).decode()
+            if not line:
+                raise RuntimeError("mock pods exited before starting")
+            match = re.search(r"on http://[0-9.]+:(\d+)", line)
+            if match:
+                ports.append(int(match.group(1)))
+    return procs, ports

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import gc
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from datalayer.registry import default_registry
 from server.app import DataLayerApp, ServeOptions
 from server.cli import run_async
 
-from common import print_table, progress, rss_kib, write_json
+from common import print_table, progress, rss_kib, start_mock_pods, write_json
 
 CONFIG = """\
 kind: DataLayerConfig
@@ -113,32 +112,9 @@ async def child(args: argparse.Namespace) -> None:
     json.dump(result, sys.stdout)
 
 
-async def start_pods(
-    count: int, processes: int
-) -> tuple[list[asyncio.subprocess.Process], list[int]]:
-    datalayer = str(Path(sys.executable).with_name("datalayer"))
-    procs, ports = [], []
-    per = -(-count // processes)
-    for first in range(0, count, per):
-        n = min(per, count - first)
-        argv = [datalayer, "mock-pod", "--host", "0.0.0.0", "--port", "0", "--count", str(n)]
-        argv += ["--name", f"mem{first}", "--log-level", "warning"]
-        process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
-        procs.append(process)
-        assert process.stdout is not None
-        while len(ports) < first + n:
-            line = (await process.stdout.readline()).decode()
-            if not line:
-                raise RuntimeError("mock pods exited before starting")
-            match = re.search(r"on http://[0-9.]+:(\d+)", line)
-            if match:
-                ports.append(int(match.group(1)))
-    return procs, ports
-
-
 async def parent(args: argparse.Namespace) -> list[dict[str, Any]]:
     progress(f"starting {args.pods} mock pods on 0.0.0.0")
-    procs, ports = await start_pods(args.pods, args.pod_processes)
+    procs, ports = await start_mock_pods(args.pods, args.pod_processes, host="0.0.0.0")
     results = []
     try:
         for client in args.clients:

@@ -23,8 +23,6 @@ import contextlib
 import gc
 import json
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from datalayer.v1 import datalayer_pb2 as pb
 from server.app import DataLayerApp, ServeOptions
 from server.cli import run_async
 
-from common import print_table, progress, write_json
+from common import print_table, progress, start_mock_pods, write_json
 
 FAULTS = ("slow", "http500", "garbage", "truncated", "reset", "hang", "flapping")
 
@@ -101,24 +99,6 @@ def view(endpoints: dict[str, pb.Endpoint]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-async def start_pods(count: int) -> tuple[asyncio.subprocess.Process, list[int]]:
-    datalayer = str(Path(sys.executable).with_name("datalayer"))
-    process = await asyncio.create_subprocess_exec(
-        *[datalayer, "mock-pod", "--port", "0", "--count", str(count), "--name", "soak"],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    ports: list[int] = []
-    while len(ports) < count:
-        line = (await process.stdout.readline()).decode()
-        if not line:
-            raise RuntimeError("mock pods exited before starting")
-        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if match:
-            ports.append(int(match.group(1)))
-    return process, ports
-
-
 async def drive(http: aiohttp.ClientSession, ports: list[int], stop: asyncio.Event) -> None:
     """Keep the pods' values moving, so every subscriber has a stream of changes to follow."""
     while not stop.is_set():
@@ -162,7 +142,7 @@ async def _control(http: aiohttp.ClientSession, port: int, body: dict[str, Any])
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     progress(f"starting {args.pods} mock pods")
-    process, ports = await start_pods(args.pods)
+    (process,), ports = await start_mock_pods(args.pods)
     subscribers: list[Subscriber] = []
     try:
         with tempfile.TemporaryDirectory() as workdir:

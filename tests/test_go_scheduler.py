@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from stack import Stack, eventually, running_stack
+from scheduler_scenarios import CONFIG, IDLE, PICK, told
+from stack import Stack, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "examples" / "go-scheduler" / "build.sh"
@@ -40,28 +41,6 @@ pytestmark = [
 ]
 
 # The tests' stack, plus one custom metric: `metrics.custom["running"]` from the pods' page.
-CONFIG = """\
-kind: DataLayerConfig
-plugins:
-- type: metrics-data-source
-- type: core-metrics-extractor
-  parameters:
-    engineConfigs:
-    - name: vllm
-      customMetrics:
-      - {{attributeKey: running, metricSpec: "vllm:num_requests_running"}}
-- type: file-discovery
-  parameters: {{path: {endpoints}, pollInterval: 50ms}}
-dataLayer:
-  interval: 50ms
-  timeout: 300ms
-  stalenessThreshold: 500ms
-  sources:
-  - pluginRef: metrics-data-source
-    extractors: [{{pluginRef: core-metrics-extractor}}]
-  discovery: {{pluginRef: file-discovery}}
-"""
-PICK = re.compile(r"^pick (\d+): (\S+) score=([\d.]+) \((.*)\)$")
 
 
 def require_toolchain() -> None:
@@ -114,28 +93,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield running
 
 
-async def told(
-    stack: Stack, loads: dict[int, dict[str, float]], stale: tuple[int, ...] = ()
-) -> None:
-    """Tell pods their load, stop the `stale` ones, and wait until the service shows it all."""
-    for index, load in loads.items():
-        await stack.control(index, load)
-    for index in stale:
-        await stack.pods[index].close()
-    names = {i: stack.pods[i].spec.name for i in range(3)}
-
-    async def seen() -> bool:
-        by_name = {ep.name: ep for ep in (await stack.client.list_endpoints()).endpoints}
-        return all(
-            by_name[names[i]].stale == (i in stale)
-            and by_name[names[i]].metrics.waiting_queue_size == load.get("waiting", 0)
-            and by_name[names[i]].metrics.custom.get("running") == load.get("running", 0)
-            for i, load in loads.items()
-        ) and all(by_name[names[i]].stale for i in stale)
-
-    await eventually(seen, timeout=10, what=f"the service to show {loads}, stale {stale}")
-
-
 async def run_scheduler(binary: Path, stack: Stack, *args: str) -> list[str]:
     """Run the program to its end (bounded by -picks); return its lines."""
     process = await asyncio.create_subprocess_exec(
@@ -156,9 +113,6 @@ async def run_scheduler(binary: Path, stack: Stack, *args: str) -> list[str]:
     synced = r'synced: 3 endpoints at revision \d+ \(instance [0-9a-f]+\), selector "app=vllm"$'
     assert re.match(synced, output, re.M), output
     return output.splitlines()
-
-
-IDLE = {"waiting": 0, "running": 0, "kv_cache_usage": 0.0}
 
 
 async def test_picks_the_idle_pod_and_never_the_stale_one(stack: Stack, go_scheduler: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from datalayer.v1 import datalayer_pb2 as pb
 
+from scheduler_scenarios import BUSY, CONFIG, IDLE, PICK, told
 from stack import Stack, eventually, running_stack
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "python_scheduler" / "scheduler.py"
@@ -31,7 +32,6 @@ def _load() -> ModuleType:
 
 
 sched = _load()
-PICK = re.compile(r"^pick (\d+): (\S+) score=([\d.]+) \((.*)\)$")
 
 
 def ep(
@@ -132,29 +132,6 @@ def test_the_metric_scorer_decides_when_load_is_equal() -> None:
 
 
 # The tests' stack, plus one custom metric: `metrics.custom["running"]` from the pods' page.
-CONFIG = """\
-kind: DataLayerConfig
-plugins:
-- type: metrics-data-source
-- type: core-metrics-extractor
-  parameters:
-    engineConfigs:
-    - name: vllm
-      customMetrics:
-      - {{attributeKey: running, metricSpec: "vllm:num_requests_running"}}
-- type: file-discovery
-  parameters: {{path: {endpoints}, pollInterval: 50ms}}
-dataLayer:
-  interval: 50ms
-  timeout: 300ms
-  stalenessThreshold: 500ms
-  sources:
-  - pluginRef: metrics-data-source
-    extractors: [{{pluginRef: core-metrics-extractor}}]
-  discovery: {{pluginRef: file-discovery}}
-"""
-IDLE = {"waiting": 0, "running": 0, "kv_cache_usage": 0.0}
-BUSY = {"waiting": 8, "running": 4, "kv_cache_usage": 0.9}
 RUNNING = sched.Config(metric_key="running", metric_max=8)
 
 
@@ -163,28 +140,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """Three mock pods and the service, exporting `running` into metrics.custom."""
     async with running_stack(tmp_path, CONFIG) as running:
         yield running
-
-
-async def told(
-    stack: Stack, loads: dict[int, dict[str, float]], stale: tuple[int, ...] = ()
-) -> None:
-    """Tell pods their load, stop the `stale` ones, and wait until the service shows it all."""
-    for index, load in loads.items():
-        await stack.control(index, load)
-    for index in stale:
-        await stack.pods[index].close()
-    names = {i: stack.pods[i].spec.name for i in range(3)}
-
-    async def seen() -> bool:
-        by_name = {e.name: e for e in (await stack.client.list_endpoints()).endpoints}
-        return all(
-            by_name[names[i]].stale == (i in stale)
-            and by_name[names[i]].metrics.waiting_queue_size == load.get("waiting", 0)
-            and by_name[names[i]].metrics.custom.get("running") == load.get("running", 0)
-            for i, load in loads.items()
-        ) and all(by_name[names[i]].stale for i in stale)
-
-    await eventually(seen, timeout=10, what=f"the service to show {loads}, stale {stale}")
 
 
 def parse(output: str) -> list[tuple[str, str, list[str]]]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,7 @@ from datalayer.client import DataLayerClient
 from datalayer.model import EndpointUpdate
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
-from mockpod.server import start_pods
+from mockpod.server import PodGroup, start_pods
 
 from stack import DEFAULT_PODS, eventually, running_stack, write_endpoints_file
 
@@ -184,16 +186,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_sigkilled_server_restarts_and_mirrors_converge(tmp_path: Path) -> None:
+@dataclass
+class ServedProcess:
+    """`datalayer serve` in its own process on mock pods; `server` may be replaced (restarts)."""
+
+    pods: PodGroup
+    endpoints: Path
+    config: Path
+    port: int
+    server: subprocess.Popen[str]
+
+
+@contextlib.asynccontextmanager
+async def served_process(tmp_path: Path) -> AsyncIterator[ServedProcess]:
     pods = await start_pods(DEFAULT_PODS)
     endpoints = tmp_path / "endpoints.yaml"
     write_endpoints_file(endpoints, pods)
     config = tmp_path / "config.yaml"
     config.write_text(config_text(endpoints))
     port = free_port()
-    server = start_server(config, port)
+    served = ServedProcess(pods, endpoints, config, port, start_server(config, port))
     try:
-        await read_log_until(server, "health is SERVING")
+        await read_log_until(served.server, "health is SERVING")
+        yield served
+    finally:
+        served.server.kill()
+        served.server.wait(10)
+        await pods.close()
+
+
+async def test_sigkilled_server_restarts_and_mirrors_converge(tmp_path: Path) -> None:
+    async with served_process(tmp_path) as served:
+        pods, endpoints, port = served.pods, served.endpoints, served.port
         async with DataLayerClient(f"127.0.0.1:{port}") as client:
             mirrors = [client.mirror(selector="app=vllm") for _ in range(3)]
             for mirror in mirrors:
@@ -204,11 +228,11 @@ async def test_sigkilled_server_restarts_and_mirrors_converge(tmp_path: Path) ->
                 assert sorted(mirror.endpoints) == ["pod-a", "pod-b", "pod-c"]
             first_instance = mirrors[0].instance_id
 
-            server.send_signal(signal.SIGKILL)
-            server.wait(10)
+            served.server.send_signal(signal.SIGKILL)
+            served.server.wait(10)
             write_endpoints_file(endpoints, pods, ["pod-b", "pod-c"])  # removed while down
-            server = start_server(config, port)
-            await read_log_until(server, "health is SERVING")
+            served.server = start_server(served.config, port)
+            await read_log_until(served.server, "health is SERVING")
 
             for mirror in mirrors:
                 await asyncio.wait_for(
@@ -220,22 +244,12 @@ async def test_sigkilled_server_restarts_and_mirrors_converge(tmp_path: Path) ->
             assert sorted(e.name for e in listing.endpoints) == ["pod-b", "pod-c"]
             for mirror in mirrors:
                 await mirror.stop()
-    finally:
-        server.kill()
-        server.wait(10)
-        await pods.close()
 
 
 async def test_reload_refuses_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> None:
-    pods = await start_pods(DEFAULT_PODS)
-    endpoints = tmp_path / "endpoints.yaml"
-    write_endpoints_file(endpoints, pods)
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(endpoints))
-    port = free_port()
-    server = start_server(config, port)
-    try:
-        await read_log_until(server, "health is SERVING")
+    async with served_process(tmp_path) as served:
+        pods, endpoints, config, port = served.pods, served.endpoints, served.config, served.port
+        server = served.server
         async with DataLayerClient(f"127.0.0.1:{port}") as client:
             config.write_text(config_text(endpoints).replace("interval: 50ms", "interval: soon"))
             server.send_signal(signal.SIGHUP)
@@ -256,7 +270,3 @@ async def test_reload_refuses_a_bad_config_and_applies_a_good_one(tmp_path: Path
                 return "vllm:num_requests_running" in custom
 
             await eventually(applied, timeout=10, what="the reloaded config in effect")
-    finally:
-        server.terminate()
-        server.wait(10)
-        await pods.close()
