@@ -23,7 +23,7 @@ from plugins.prometheus_metric.extractor import (
     PrometheusMetricParameters,
 )
 
-from stack import eventually, one_source_config_error, running_stack
+from stack import JSON_EXTRACTOR, eventually, one_source_config_error, running_stack
 
 POD = EndpointSpec("pod-a", "10.0.0.1", 8000, namespace="ns1")
 
@@ -133,7 +133,7 @@ def test_parameter_errors(parameters: str, path: str, fragment: str) -> None:
     error = one_source_config_error(
         "file-data-source",
         parameters,
-        "- type: json-extractor\n  parameters: {fields: [{path: a}]}",
+        JSON_EXTRACTOR,
     )
     assert error.path == f"plugins[0].parameters.{path}"
     assert fragment in error.message
