@@ -27,6 +27,16 @@ METRIC_FIELDS: Final = frozenset(
     }
 )
 
+#: The typed fields that can be absent (None); the LoRA lists follow `max_active_models`.
+SCALAR_METRIC_FIELDS: Final = (
+    "waiting_queue_size",
+    "running_requests_size",
+    "kv_cache_usage_percent",
+    "cache_block_size",
+    "cache_num_blocks",
+    "max_active_models",
+)
+
 #: The subscription part name that selects the typed metrics record.
 METRICS_PART: Final = "metrics"
 #: Change-set parts that every subscriber receives whatever it filters on.
@@ -58,21 +68,31 @@ class EndpointSpec:
 
 @dataclass(slots=True)
 class Metrics:
-    """The typed scheduler signals of one endpoint (upstream's `Metrics`)."""
+    """The typed scheduler signals of one endpoint (upstream's `Metrics`).
 
-    waiting_queue_size: int = 0
-    running_requests_size: int = 0
-    kv_cache_usage_percent: float = 0.0
-    cache_block_size: int = 0
-    cache_num_blocks: int = 0
+    `None` means *not known*: never read, or not read again within the lane's
+    staleness window. It is never reported as 0, because 0 is the most attractive
+    value a scheduler can see (an empty queue, an empty KV cache).
+    """
+
+    waiting_queue_size: int | None = None
+    running_requests_size: int | None = None
+    kv_cache_usage_percent: float | None = None
+    cache_block_size: int | None = None
+    cache_num_blocks: int | None = None
+    #: The LoRA lists are known exactly when `max_active_models` is (they are read together).
     active_models: tuple[str, ...] = ()
     waiting_models: tuple[str, ...] = ()
-    max_active_models: int = 0
+    max_active_models: int | None = None
     custom: dict[str, float] = field(default_factory=dict)
     #: Unix seconds of the last successful read; 0 before the first one.
     update_time: float = 0.0
     #: When each custom value was last read: a value missing from a page keeps its old time.
     custom_update_time: dict[str, float] = field(default_factory=dict)
+
+    def known_fields(self) -> list[str]:
+        """The typed fields that hold a value (the LoRA lists count with `max_active_models`)."""
+        return [name for name in SCALAR_METRIC_FIELDS if getattr(self, name) is not None]
 
 
 @dataclass(slots=True)
