@@ -103,40 +103,127 @@ class Attribute:
     update_time: float
 
 
+#: What one endpoint may put into the store per read; past a cap the value is refused and the
+#: field gets an error naming the cap, so one hostile pod cannot bloat every client's responses.
+MAX_LIST_ITEMS: Final = 1_000
+MAX_TEXT_BYTES: Final = 4_096
+MAX_ATTRIBUTE_BYTES: Final = 64 * 1024
+MAX_CUSTOM_KEYS: Final = 256
+MAX_ATTRIBUTE_KEYS: Final = 256
+MAX_KEY_BYTES: Final = 256
+
+
 class EndpointUpdate:
     """What one collection tick read from one endpoint, handed to every extractor.
 
     Extractors only add to it; the store then commits what actually changed.
     A field an extractor could not read gets an error instead of a value, so
-    the old value stays (partial success, as upstream).
+    the old value stays (partial success, as upstream) until it ages out.
+
+    A value set with `default=True` (no LoRA family: "no adapters") is stored but
+    is not a *reading*: a payload that yields only defaults read nothing, and
+    the collector treats it as a failed read.
     """
 
-    __slots__ = ("attributes", "custom", "errors", "metrics")
+    __slots__ = ("attributes", "custom", "errors", "metrics", "readings")
 
     def __init__(self) -> None:
         self.metrics: dict[str, Any] = {}
         self.custom: dict[str, float] = {}
         self.attributes: dict[str, AttributeData] = {}
         self.errors: list[str] = []
+        #: How many values were actually read from the payload (defaults excluded).
+        self.readings = 0
 
-    def set_metric(self, field_name: str, value: Any) -> None:
+    def set_metric(self, field_name: str, value: Any, *, default: bool = False) -> None:
         if field_name not in METRIC_FIELDS:
             raise KeyError(f"unknown metric field {field_name!r}")
+        if isinstance(value, tuple):
+            problem = _list_problem(value)
+            if problem:
+                self.error(field_name, problem)
+                return
         self.metrics[field_name] = value
+        if not default:
+            self.readings += 1
 
     def set_custom(self, key: str, value: float) -> None:
+        problem = _key_problem(key, self.custom, MAX_CUSTOM_KEYS)
+        if problem:
+            self.error(f"custom[{key[:64]}]", problem)
+            return
         self.custom[key] = value
+        self.readings += 1
 
-    def set_attribute(self, key: str, value: AttributeData) -> None:
+    def set_attribute(self, key: str, value: AttributeData, *, default: bool = False) -> None:
         if key == METRICS_PART:
             raise KeyError(f"attribute key {key!r} is reserved for the typed metrics")
+        problem = _key_problem(key, self.attributes, MAX_ATTRIBUTE_KEYS) or _value_problem(value)
+        if problem:
+            self.error(key[:64], problem)
+            return
         self.attributes[key] = value
+        if not default:
+            self.readings += 1
 
     def error(self, what: str, message: str) -> None:
         self.errors.append(f"{what}: {message}")
 
     def is_empty(self) -> bool:
         return not (self.metrics or self.custom or self.attributes)
+
+
+def _key_problem(key: str, present: Mapping[str, object], max_keys: int) -> str:
+    if len(key.encode()) > MAX_KEY_BYTES:
+        return f"key longer than {MAX_KEY_BYTES} bytes (cap hit)"
+    if key not in present and len(present) >= max_keys:
+        return f"more than {max_keys} keys in one read (cap hit)"
+    return ""
+
+
+def _list_problem(items: tuple[str, ...]) -> str:
+    if len(items) > MAX_LIST_ITEMS:
+        return f"{len(items)} items, more than the cap of {MAX_LIST_ITEMS}"
+    for item in items:
+        if len(item) > MAX_TEXT_BYTES:
+            return f"an item longer than the cap of {MAX_TEXT_BYTES} bytes"
+    return ""
+
+
+def _value_problem(value: AttributeData) -> str:
+    """Why `value` is too big for the store, or "" (strings and lists cheaply, objects by JSON)."""
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_BYTES:
+            return f"{len(value)} characters, more than the cap of {MAX_ATTRIBUTE_BYTES}"
+        return ""
+    if isinstance(value, tuple):
+        return _list_problem(value)
+    if isinstance(value, dict | list):
+        size = _json_size(value, MAX_ATTRIBUTE_BYTES + 1)
+        if size > MAX_ATTRIBUTE_BYTES:
+            return f"object larger than the cap of {MAX_ATTRIBUTE_BYTES} bytes"
+    return ""
+
+
+def _json_size(value: Any, limit: int) -> int:
+    """An estimate of `value`'s JSON size that stops counting once past `limit`."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 3
+        elif isinstance(item, dict):
+            total += 2
+            for k, v in item.items():
+                total += len(str(k)) + 4
+                stack.append(v)
+        elif isinstance(item, list | tuple):
+            total += 2
+            stack.extend(item)
+        else:
+            total += 8
+    return total
 
 
 def same_value(old: object, new: object) -> bool:
