@@ -49,22 +49,46 @@ class _NullObserver:
         pass
 
 
+#: Slack on top of a polling lane's interval and timeout before it counts as stale: a lane
+#: that polls on time must never be judged stale just because its interval is long.
+_LANE_MARGIN = 0.25
+
+
+def staleness_window(threshold: float, binding: SourceBinding) -> float:
+    """How long one lane's data stays good: the configured threshold, stretched for a source
+    that polls more slowly than that (`/v1/models` every 5 s under a 2 s threshold would
+    otherwise be stale most of the time while perfectly healthy)."""
+    if isinstance(binding.source, PushDataSource):
+        return threshold
+    return max(threshold, binding.interval + binding.timeout + _LANE_MARGIN)
+
+
 @dataclass(slots=True)
 class _Lane:
     """Collection state of one endpoint for one source."""
 
     binding: SourceBinding
-    started_at: float
+    #: Seconds this lane's data stays good (`staleness_window`).
+    window: float
     last_success: float | None = None
     error: str = "no data collected yet"
     polls: int = 0
     #: The polling task; None for an event-driven source, whose payloads arrive by themselves.
     task: asyncio.Task[None] | None = None
 
-    def is_stale(self, now: float, threshold: float) -> bool:
+    def is_stale(self, now: float) -> bool:
         if self.last_success is None:
             return True
-        return now - self.last_success > threshold
+        return now - self.last_success > self.window
+
+
+@dataclass(frozen=True, slots=True)
+class _InheritedLane:
+    """What a reload keeps of a lane whose source configuration did not change."""
+
+    last_success: float | None
+    error: str
+    polls: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +179,29 @@ class Collector:
         self._expected_owners: set[str] = set()
         self._synced_owners: set[str] = set()
         self._pruned = False
+        #: (binding index, endpoint name) -> state carried over from the previous collector.
+        self._inherited: dict[tuple[int, str], _InheritedLane] = {}
+
+    def inherit(self, previous: Collector) -> int:
+        """Carry lane state over from the collector this one replaces (a reload).
+
+        Only for sources whose configuration is unchanged (same plugin types, names and
+        parameters, same extractors, timing and selector): their endpoints keep their
+        last success and stay fresh across the reload instead of all turning stale
+        until the first poll. Returns the number of lanes carried over.
+        """
+        signatures = {_signature(b): i for i, b in enumerate(self.bindings)}
+        carried = 0
+        for name, lanes in previous._lanes.items():
+            for lane in lanes.values():
+                index = signatures.get(_signature(lane.binding))
+                if index is None:
+                    continue
+                self._inherited[(index, name)] = _InheritedLane(
+                    lane.last_success, lane.error, lane.polls
+                )
+                carried += 1
+        return carried
 
     def start(self) -> None:
         """Run event-driven sources and the staleness sweep for them (polling lanes check
@@ -176,6 +223,15 @@ class Collector:
     async def upsert(self, spec: EndpointSpec) -> None:
         if self._closed:
             return
+        problem = spec_problem(spec)
+        if problem:
+            log.warning(
+                "endpoint %.253s refused: %s",
+                spec.name,
+                problem,
+                extra={"endpoint": spec.name[:253]},
+            )
+            return
         if self.store.get(spec.name) is None and len(self.store) >= self.max_endpoints:
             log.warning(
                 "endpoint %s refused: the limit of %d endpoints is reached",
@@ -193,8 +249,17 @@ class Collector:
         dropped = [lanes.pop(i) for i in list(lanes) if i not in wanted]
         loop = asyncio.get_running_loop()
         added = [i for i in sorted(wanted) if i not in lanes]
+        threshold = self.settings.staleness_threshold
         for i in added:
-            lane = _Lane(self.bindings[i], loop.time())
+            binding = self.bindings[i]
+            lane = _Lane(binding, staleness_window(threshold, binding))
+            carried = self._inherited.pop((i, spec.name), None)
+            if carried is not None:
+                lane.last_success, lane.error, lane.polls = (
+                    carried.last_success,
+                    carried.error,
+                    carried.polls,
+                )
             lanes[i] = lane
             if isinstance(lane.binding.source, PollingDataSource):
                 lane.task = asyncio.create_task(
@@ -251,11 +316,14 @@ class Collector:
     async def close(self) -> None:
         """Cancel and await every task; the store keeps its last state."""
         self._closed = True
-        tasks = [
-            lane.task for lanes in self._lanes.values() for lane in lanes.values() if lane.task
-        ]
+        tasks = []
+        # The lanes' state stays readable: a reload's new collector `inherit`s from it.
+        for lanes in self._lanes.values():
+            for lane in lanes.values():
+                if lane.task is not None:
+                    tasks.append(lane.task)
+                    lane.task = None
         tasks += self._background
-        self._lanes.clear()
         self._background = []
         await _cancel_and_wait(tasks)
 
@@ -269,7 +337,6 @@ class Collector:
     def lane_states(self, name: str) -> list[LaneState]:
         """The collection state of each source's lane for endpoint `name` (none if unknown)."""
         now = asyncio.get_running_loop().time()
-        threshold = self.settings.staleness_threshold
         return [
             LaneState(
                 source=lane.binding.source.name,
@@ -278,7 +345,7 @@ class Collector:
                 polls=lane.polls,
                 since_success=None if lane.last_success is None else now - lane.last_success,
                 error=lane.error,
-                stale=lane.is_stale(now, threshold),
+                stale=lane.is_stale(now),
             )
             for lane in self._lanes.get(name, {}).values()
         ]
@@ -291,7 +358,8 @@ class Collector:
         source = binding.source
         assert isinstance(source, PollingDataSource)
         interval = binding.interval
-        await asyncio.sleep(random.uniform(0, interval))
+        # Spread a fleet discovered at once, but never wait long for a first read.
+        await asyncio.sleep(random.uniform(0, min(interval, _MAX_START_JITTER)))
         next_tick = loop.time()
         while True:
             record = self.store.get(name)
@@ -331,10 +399,13 @@ class Collector:
                 self.observer.on_extract_errors(
                     lane.binding.source.type_name, len(update.errors) - before, extractor.type_name
                 )
-        self.store.apply(spec.name, update, time.time())
+        if update.readings == 0:
+            # Nothing the extractors need was in the payload (a page of unrelated metrics,
+            # HELP/TYPE only): a failed read. Defaults alone ("no LoRA adapters") are not data.
+            lane.error = "; ".join(update.errors) or "no wanted signal in the payload"
+            return
+        self.store.apply(spec.name, update, time.time(), lane.window)
         lane.error = "; ".join(update.errors)
-        if update.is_empty() and update.errors:
-            return  # nothing at all could be read: as good as a failed poll for staleness
         lane.last_success = asyncio.get_running_loop().time()
 
     # --- event-driven lanes ---
@@ -380,20 +451,25 @@ class Collector:
         record = self.store.get(name)
         if not lanes or record is None:
             return
-        threshold = self.settings.staleness_threshold
+        self.store.expire(name, time.time())
         stale = False
         errors: list[tuple[str, str]] = []
         for lane in lanes.values():
-            lane_stale = lane.is_stale(now, threshold)
+            lane_stale = lane.is_stale(now)
             stale = stale or lane_stale
             # A silent event-driven source has no failed poll to blame: say what is missing.
-            error = lane.error or (f"no data for over {threshold:g}s" if lane_stale else "")
+            error = lane.error or (f"no data for over {lane.window:g}s" if lane_stale else "")
             if error:
                 errors.append((lane.binding.source.name, error))
         if len(lanes) == 1:
             last_error = errors[0][1] if errors else ""
         else:
             last_error = "; ".join(f"{source}: {error}" for source, error in errors)
+        if record.expired:
+            unread = "not read within the staleness window: " + ", ".join(
+                _expired_label(key) for key in sorted(record.expired)
+            )
+            last_error = f"{last_error}; {unread}" if last_error else unread
         was_stale = record.stale
         if self.store.set_status(name, stale, last_error) and was_stale != stale:
             reason = last_error or "data fresh again"
@@ -405,6 +481,50 @@ class Collector:
                 reason,
                 extra={"endpoint": name, "stale": stale},
             )
+
+
+#: A lane's first poll comes within this many seconds (or its interval, if shorter).
+_MAX_START_JITTER = 1.0
+#: What one discovered endpoint may bring: k8s limits names to 253 and labels far below this.
+MAX_NAME_BYTES = 253
+MAX_LABELS = 64
+MAX_LABEL_BYTES = 16 * 1024
+
+
+def spec_problem(spec: EndpointSpec) -> str:
+    """Why an endpoint from discovery is refused (a cap it exceeds), or ""."""
+    if not spec.name or len(spec.name.encode()) > MAX_NAME_BYTES:
+        return f"name empty or longer than {MAX_NAME_BYTES} bytes (cap hit)"
+    if len(spec.labels) > MAX_LABELS:
+        return f"{len(spec.labels)} labels, more than the cap of {MAX_LABELS}"
+    size = sum(len(k) + len(v) for k, v in spec.labels.items())
+    if size > MAX_LABEL_BYTES:
+        return f"labels of {size} bytes, more than the cap of {MAX_LABEL_BYTES}"
+    return ""
+
+
+def _expired_label(key: str) -> str:
+    if key.startswith("custom/"):
+        return f"custom[{key[7:]}]"
+    if key.startswith("attr/"):
+        return f"attribute {key[5:]}"
+    return key
+
+
+def _signature(binding: SourceBinding) -> tuple[object, ...]:
+    """What decides whether a reloaded source is the same source (plugin params compare by
+    value: they are dataclasses decoded from YAML)."""
+
+    def plugin(p: Any) -> tuple[object, ...]:
+        return (type(p), p.name, repr(p.params))
+
+    return (
+        plugin(binding.source),
+        tuple(plugin(e) for e in binding.extractors),
+        binding.interval,
+        binding.timeout,
+        repr(binding.selector),
+    )
 
 
 async def _log_failure(coro: Coroutine[Any, Any, None], source_name: str) -> None:

@@ -8,10 +8,15 @@ read that does not await sees a consistent snapshot.
 Freshness is kept apart from change: a poll that reads the same values again
 moves `update_time` in place but is not a commit, so an idle fleet costs no
 revisions and no stream traffic.
+
+Every value read carries a deadline (the reading lane's staleness window). A
+value not read again by its deadline is dropped by `expire`: a scheduler must
+see "unknown", never an old number dressed up as current, and never 0.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,6 +39,8 @@ ChangeListener = Callable[[str, frozenset[str], int], None]
 
 REMOVED_PART = "@removed"
 _ADDED_PARTS = frozenset({IDENTITY_PART, STATUS_PART, METRICS_PART})
+#: Metric fields that are lists: "unknown" is the empty list (presence follows max_active_models).
+_LIST_FIELDS = frozenset({"active_models", "waiting_models"})
 
 
 @dataclass(slots=True)
@@ -48,6 +55,13 @@ class EndpointRecord:
     attributes: dict[str, Attribute] = field(default_factory=dict)
     stale: bool = True
     last_error: str = "no data collected yet"
+    #: Deadline (unix seconds) of each value read: metric field names, `custom/<key>`,
+    #: `attr/<key>`. Past it the value is dropped (`EndpointStore.expire`).
+    deadlines: dict[str, float] = field(default_factory=dict)
+    #: The earliest deadline may be at or after this; `expire` does nothing before it.
+    next_expiry: float = math.inf
+    #: Values dropped for age and not read since, by their deadline key (for `last_error`).
+    expired: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -129,26 +143,42 @@ class EndpointStore:
         self._notify(name, frozenset({STATUS_PART}), record.revision)
         return True
 
-    def apply(self, name: str, update: EndpointUpdate, now: float) -> frozenset[str]:
-        """Merge what a tick read; commit only real changes. Returns the changed parts."""
+    def apply(
+        self, name: str, update: EndpointUpdate, now: float, ttl: float = math.inf
+    ) -> frozenset[str]:
+        """Merge what a tick read; commit only real changes. Returns the changed parts.
+
+        Each value read stays valid for `ttl` seconds unless read again (see `expire`).
+        """
         record = self._records.get(name)
         if record is None:
             return frozenset()
         changed: set[str] = set()
         metrics = record.metrics
+        deadlines = record.deadlines
+        deadline = now + ttl
+        if deadline < record.next_expiry:
+            record.next_expiry = deadline
+        expired = record.expired
         if update.metrics or update.custom:
             for field_name, value in update.metrics.items():
+                deadlines[field_name] = deadline
                 if not same_value(getattr(metrics, field_name), value):
                     setattr(metrics, field_name, value)
                     changed.add(METRICS_PART)
             for key, number in update.custom.items():
+                deadlines["custom/" + key] = deadline
                 old = metrics.custom.get(key)
                 if old is None or not same_value(old, number):
                     metrics.custom[key] = number
                     changed.add(METRICS_PART)
                 metrics.custom_update_time[key] = now
             metrics.update_time = now
+            if expired:
+                expired.difference_update(update.metrics)
+                expired.difference_update("custom/" + key for key in update.custom)
         for key, value in update.attributes.items():
+            deadlines["attr/" + key] = deadline
             attribute = record.attributes.get(key)
             if attribute is None:
                 record.attributes[key] = Attribute(value, now)
@@ -158,6 +188,46 @@ class EndpointStore:
                     attribute.value = value
                     changed.add(key)
                 attribute.update_time = now
+        if expired and update.attributes:
+            expired.difference_update("attr/" + key for key in update.attributes)
+        if not changed:
+            return frozenset()
+        parts = frozenset(changed)
+        record.revision = self._bump(name)
+        self._notify(name, parts, record.revision)
+        return parts
+
+    def expire(self, name: str, now: float) -> frozenset[str]:
+        """Drop the values of `name` not read again by their deadline; commit if any went.
+
+        Returns the changed parts. Cheap when nothing is due: one comparison.
+        """
+        record = self._records.get(name)
+        if record is None or now < record.next_expiry:
+            return frozenset()
+        changed: set[str] = set()
+        metrics = record.metrics
+        earliest = math.inf
+        for key, deadline in list(record.deadlines.items()):
+            if deadline > now:
+                earliest = min(earliest, deadline)
+                continue
+            del record.deadlines[key]
+            record.expired.add(key)
+            if key.startswith("custom/"):
+                custom_key = key[7:]
+                metrics.custom.pop(custom_key, None)
+                metrics.custom_update_time.pop(custom_key, None)
+                changed.add(METRICS_PART)
+            elif key.startswith("attr/"):
+                if record.attributes.pop(key[5:], None) is not None:
+                    changed.add(key[5:])
+            else:
+                empty: object = () if key in _LIST_FIELDS else None
+                if getattr(metrics, key) != empty:
+                    setattr(metrics, key, empty)
+                    changed.add(METRICS_PART)
+        record.next_expiry = earliest
         if not changed:
             return frozenset()
         parts = frozenset(changed)

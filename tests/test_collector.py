@@ -146,7 +146,7 @@ async def test_extractor_exception_is_a_field_error_not_a_crash() -> None:
     await collector.upsert(spec("a"))
     record = store.get("a")
     assert record is not None
-    await until(lambda: record.metrics.running_requests_size >= 2)
+    await until(lambda: (record.metrics.running_requests_size or 0) >= 2)
     assert record.last_error == "count: extractor failed: ValueError: bad payload"
     assert not record.stale
     await collector.close()
