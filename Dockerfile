@@ -9,7 +9,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python3 -m venv /venv \
  && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["fast"]))' > /tmp/requirements.txt \
+print("\n".join(p["dependencies"]))' > /tmp/requirements.txt \
  && /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY README.md ./
