@@ -59,28 +59,64 @@ class Selector:
 
 EVERYTHING = Selector()
 
+#: Longest selector text accepted, in characters. Real selectors are a few hundred characters;
+#: 64 KiB leaves room for generated ones (long `in (...)` sets) while bounding the work a single
+#: request can ask for, whatever the transport's own limit (gRPC takes 1 MiB messages).
+MAX_SELECTOR_LENGTH = 64 * 1024
+#: Most requirements (comma-separated terms) in one selector: every requirement is checked
+#: against every endpoint's labels on every evaluation, so their number is bounded too.
+MAX_REQUIREMENTS = 256
+#: Error messages quote at most this many characters of the selector, so a refused 64 KiB
+#: selector does not come back whole in a gRPC status or a log line.
+_QUOTE_LIMIT = 200
+# `\s` on str patterns is the same predicate as str.isspace (both use Unicode whitespace).
+_SPACE = re.compile(r"\s*")
+
+
+def _quote(text: str) -> str:
+    if len(text) <= _QUOTE_LIMIT:
+        return repr(text)
+    return f"{text[:_QUOTE_LIMIT]!r}... ({len(text)} characters)"
+
 
 def parse_selector(text: str) -> Selector:
-    """Parse selector text; raise SelectorError naming the position of the problem."""
+    """Parse selector text; raise SelectorError naming the position of the problem.
+
+    One pass over the text: every step moves an index forward and nothing copies the rest of
+    the text, so the work is linear in its length (the earlier parser sliced the remainder for
+    every term, and a legal selector under 1 MiB took seconds). Text longer than
+    MAX_SELECTOR_LENGTH or with more than MAX_REQUIREMENTS terms is refused up front.
+    """
+    if len(text) > MAX_SELECTOR_LENGTH:
+        raise SelectorError(
+            f"label selector {_quote(text)} is {len(text)} characters, longer than the cap of "
+            f"{MAX_SELECTOR_LENGTH} characters"
+        )
     parser = _Parser(text)
     return Selector(parser.parse(), text.strip())
 
 
 class _Parser:
+    """A recursive-descent scanner over `text` by index (`pos`); it never slices ahead."""
+
     def __init__(self, text: str) -> None:
         self.text = text
+        self.end = len(text)
         self.pos = 0
 
     def fail(self, message: str) -> SelectorError:
-        return SelectorError(f"label selector {self.text!r}, at character {self.pos}: {message}")
+        return SelectorError(
+            f"label selector {_quote(self.text)}, at character {self.pos}: {message}"
+        )
 
     def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
+        match = _SPACE.match(self.text, self.pos)
+        assert match is not None  # `\s*` always matches
+        self.pos = match.end()
 
     def at_end(self) -> bool:
         self.skip_space()
-        return self.pos >= len(self.text)
+        return self.pos >= self.end
 
     def take(self, literal: str) -> bool:
         self.skip_space()
@@ -92,24 +128,35 @@ class _Parser:
     def word(self, pattern: re.Pattern[str], what: str, limit: int) -> str:
         self.skip_space()
         match = pattern.match(self.text, self.pos)
-        if match is None or (what == "label key" and not match.group()):
+        if match is None or (what == "label key" and match.end() == self.pos):
             raise self.fail(f"expected a {what}")
-        value = match.group()
-        if len(value) > limit:
-            raise self.fail(f"{what} {value!r} is longer than {limit} characters")
+        if match.end() - self.pos > limit:
+            raise self.fail(f"{what} {_quote(match.group())} is longer than {limit} characters")
         self.pos = match.end()
-        return value
+        return match.group()
 
     def parse(self) -> tuple[Requirement, ...]:
         requirements: list[Requirement] = []
         if self.at_end():
             return ()
         while True:
+            if len(requirements) == MAX_REQUIREMENTS:
+                raise self.fail(f"more than {MAX_REQUIREMENTS} requirements (the cap)")
             requirements.append(self.requirement())
             if self.at_end():
                 return tuple(requirements)
             if not self.take(","):
                 raise self.fail("expected ',' between requirements")
+
+    def keyword(self, op: str) -> bool:
+        """`op` at pos as a whole word (not followed by a letter or digit); consumed if so."""
+        after = self.pos + len(op)
+        if self.text.startswith(op, self.pos) and (
+            after == self.end or not self.text[after].isalnum()
+        ):
+            self.pos = after
+            return True
+        return False
 
     def requirement(self) -> Requirement:
         if self.take("!"):
@@ -122,11 +169,10 @@ class _Parser:
         if self.take("="):
             return Requirement(key, "=", frozenset({self.value()}))
         self.skip_space()
-        rest = self.text[self.pos :]
-        for op in ("notin", "in"):
-            if rest.startswith(op) and (len(rest) == len(op) or not rest[len(op)].isalnum()):
-                self.pos += len(op)
-                return Requirement(key, op, self.value_set())
+        if self.keyword("notin"):
+            return Requirement(key, "notin", self.value_set())
+        if self.keyword("in"):
+            return Requirement(key, "in", self.value_set())
         if self.at_end() or self.text[self.pos] == ",":
             return Requirement(key, "exists")
         raise self.fail(f"expected an operator (=, ==, !=, in, notin) after {key!r}")
