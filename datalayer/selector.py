@@ -110,9 +110,11 @@ class _Parser:
         )
 
     def skip_space(self) -> None:
-        match = _SPACE.match(self.text, self.pos)
-        assert match is not None  # `\s*` always matches
-        self.pos = match.end()
+        # Most calls are at a non-space: one character test is cheaper than a regex call.
+        if self.pos < self.end and self.text[self.pos].isspace():
+            match = _SPACE.match(self.text, self.pos)
+            assert match is not None  # `\s*` always matches
+            self.pos = match.end()
 
     def at_end(self) -> bool:
         self.skip_space()
