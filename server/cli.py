@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="start three mock vLLM pods and the service, and stream updates",
     )
-    demo.add_argument("--grpc-port", type=int, default=0, help="0 picks a free port")
-    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: never)")
+    from server.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
     _add_logging_flags(demo, default_level="warning")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -271,9 +272,9 @@ def _attach_endpoints_file(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from server.demo import run_demo
+    from server.demo import run_from_args
 
-    run_async(lambda: run_demo(args.grpc_port, args.duration))
+    run_async(lambda: run_from_args(args))
     return 0
 
 

@@ -5,16 +5,24 @@ the data layer on them (file discovery, the embedded default config), a load
 generator that keeps their queues moving (and now and then breaks one pod for
 a few seconds, so staleness shows), and a Watch subscriber that prints each
 update it receives over gRPC, until Ctrl-C.
+
+It listens where the README's examples point (gRPC on 9002, metrics on 9090, pods `vllm-0`..
+`vllm-2` with `app=vllm` on 8000-8002), so those commands work as written; a port that is
+taken is replaced by a free one, said so, and the commands printed at start-up name the ports
+actually in use (tests/test_grpcurl.py and tests/test_readme_examples.py run them).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import random
+import socket
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -45,11 +53,19 @@ dataLayer:
   discovery: {{pluginRef: file-discovery}}
 """
 
+#: Where the README's examples point: the service's own defaults, and the first pod port of
+#: `datalayer mock-pod --port 8000 --count 3`.
+GRPC_PORT = 9002
+METRICS_PORT = 9090
+FIRST_POD_PORT = 8000
+HOST = "127.0.0.1"
+
 # Small KV caches and few sequences, so a handful of requests shows as queueing and KV use.
+# Named as in the README (vllm-0..2, all labelled app=vllm by the endpoints file below).
 DEMO_PODS = (
-    PodSpec(name="llama-a", model="meta-llama/Llama-3.1-8B-Instruct", num_gpu_blocks=256),
+    PodSpec(name="vllm-0", model="meta-llama/Llama-3.1-8B-Instruct", num_gpu_blocks=256),
     PodSpec(
-        name="llama-b",
+        name="vllm-1",
         model="meta-llama/Llama-3.1-8B-Instruct",
         loras=("sql-lora", "chat-lora"),
         max_lora=2,
@@ -57,12 +73,22 @@ DEMO_PODS = (
         num_gpu_blocks=256,
     ),
     PodSpec(
-        name="qwen-c",
+        name="vllm-2",
         model="Qwen/Qwen2.5-7B-Instruct",
         engines=2,
         max_num_seqs=2,
         num_gpu_blocks=128,
     ),
+)
+#: The README's grpcurl lines, with `{target}` for the address (tests check they are the same).
+GRPCURL_EXAMPLES = (
+    "grpcurl -plaintext {target} list",
+    "grpcurl -plaintext {target} describe datalayer.v1.DataLayer",
+    """grpcurl -plaintext -d '{{"name": "vllm-0"}}' {target} datalayer.v1.DataLayer/GetEndpoint""",
+    """grpcurl -plaintext -d '{{"selector": "app=vllm"}}' {target} """
+    "datalayer.v1.DataLayer/ListEndpoints",
+    """grpcurl -plaintext -d '{{"selector": "app=vllm", "attributes": ["metrics"]}}' {target} """
+    "datalayer.v1.DataLayer/Watch",
 )
 #: Requests per burst for each pod: light, medium and heavy load.
 DEMO_BURST = (2, 5, 9)
@@ -84,11 +110,21 @@ def format_event(event: pb.WatchEvent, revision: int) -> str:
     m = ep.metrics
     lora = ",".join(m.active_models) or "-"
     state = f"STALE ({ep.last_error})" if ep.stale else "fresh"
+    kv = _known(m, "kv_cache_usage_percent")
+    kv_text = "-" if isinstance(kv, str) else f"{float(kv) * 100:5.1f}%"  # type: ignore[arg-type]
     return (
-        f"{stamp} rev={revision:<6} {kind} {ep.name:<8} waiting={m.waiting_queue_size:<3} "
-        f"running={m.running_requests_size:<3} kv={m.kv_cache_usage_percent * 100:5.1f}% "
-        f"lora=[{lora}] {state}"
+        f"{stamp} rev={revision:<6} {kind} {ep.name:<8} "
+        f"waiting={_known(m, 'waiting_queue_size')!s:<3} "
+        f"running={_known(m, 'running_requests_size')!s:<3} "
+        f"kv={kv_text} lora=[{lora}] {state}"
     )
+
+
+def _known(metrics: pb.Metrics, name: str) -> object:
+    """The value, or "-" when the field is absent (a value not read is not shown as 0)."""
+    if metrics.DESCRIPTOR.fields_by_name[name].has_presence and not metrics.HasField(name):
+        return "-"
+    return getattr(metrics, name)
 
 
 async def drive_load(pods: PodGroup, stop: asyncio.Event) -> None:
@@ -120,6 +156,8 @@ async def drive_load(pods: PodGroup, stop: asyncio.Event) -> None:
 
 async def break_now_and_then(pods: PodGroup, stop: asyncio.Event, every: float = 20.0) -> None:
     """Every `every` seconds one pod answers HTTP 500 for a while, so staleness shows."""
+    if every <= 0:
+        return
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -138,8 +176,77 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, object
             await response.read()
 
 
-async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.stdout) -> None:
-    pods = await start_pods(DEMO_PODS)
+def pick_port(wanted: int, what: str, out: TextIO, host: str = HOST) -> int:
+    """`wanted` when nothing listens there, else 0 (a free port), saying so; 0 stays 0.
+
+    A probe, so a port taken between the probe and the real bind still fails the start, with
+    the error naming the port; that race is acceptable for a demo.
+    """
+    if wanted == 0:
+        return 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR as the servers use: a port in TIME_WAIT is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, wanted))
+        except OSError:
+            print(
+                f"note: {what} port {wanted} is in use, so the demo uses a free port instead; "
+                "the commands below name it.",
+                file=out,
+                flush=True,
+            )
+            return 0
+    return wanted
+
+
+def banner(app: DataLayerApp, pods: PodGroup, fault_every: float) -> str:
+    """What is running where, and the README's commands for the ports actually in use."""
+    target = f"localhost:{app.grpc_port}"
+    lines = [
+        f"data layer: gRPC on {HOST}:{app.grpc_port}, "
+        f"metrics on http://{HOST}:{app.metrics_port}/metrics, "
+        f"status page on http://{HOST}:{app.metrics_port}/status",
+        "mock pods (app=vllm): "
+        + ", ".join(f"{pod.spec.name} on http://{HOST}:{pod.port}" for pod in pods.pods),
+        "",
+        "Try, in another terminal:",
+        *(f"  {example.format(target=target)}" for example in GRPCURL_EXAMPLES),
+        f"  .venv/bin/datalayer list -s {target}",
+        f"  curl -s localhost:{pods.pods[0].port}/control",
+        f"""  curl -s localhost:{pods.pods[0].port}/control """
+        """-d '{"waiting": 3, "running": 2, "kv_cache_usage": 0.25}'""",
+        f"""  curl -s localhost:{pods.pods[1].port}/control -d '{{"fault": "http500"}}'""",
+        f"""  curl -s localhost:{pods.pods[1].port}/control """
+        """-d '{"fault": null, "reset": true}'""",
+        "",
+        (
+            f"Every {fault_every:g} s one pod fails for 4 s, to show staleness. "
+            if fault_every > 0
+            else ""
+        )
+        + "Ctrl-C stops.",
+    ]
+    return "\n".join(lines)
+
+
+async def run_demo(
+    grpc_port: int = GRPC_PORT,
+    duration: float = 0,
+    out: TextIO = sys.stdout,
+    *,
+    metrics_port: int = METRICS_PORT,
+    pod_port: int = FIRST_POD_PORT,
+    fault_every: float = 20.0,
+) -> None:
+    """Run until Ctrl-C (or `duration` seconds); ports of 0 are picked free."""
+    specs = [
+        replace(spec, port=pick_port(pod_port + i, f"{spec.name}'s", out) if pod_port else 0)
+        for i, spec in enumerate(DEMO_PODS)
+    ]
+    grpc_port = pick_port(grpc_port, "the gRPC", out)
+    metrics_port = pick_port(metrics_port, "the metrics", out)
+    pods = await start_pods(specs, HOST)
     with tempfile.TemporaryDirectory(prefix="datalayer-demo-") as workdir:
         endpoints = Path(workdir) / "endpoints.yaml"
         endpoints.write_text(
@@ -148,7 +255,7 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
                     "endpoints": [
                         {
                             "name": pod.spec.name,
-                            "address": "127.0.0.1",
+                            "address": HOST,
                             "port": pod.port,
                             "labels": {"app": "vllm", "model": pod.spec.model.split("/")[-1]},
                         }
@@ -161,20 +268,21 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
             DEMO_CONFIG.format(endpoints=endpoints), default_registry(), file="<demo>"
         )
         app = DataLayerApp(
-            config, ServeOptions(grpc_host="127.0.0.1", grpc_port=grpc_port, metrics_port=0)
+            config,
+            ServeOptions(
+                grpc_host=HOST,
+                grpc_port=grpc_port,
+                metrics_host=HOST,
+                metrics_port=metrics_port,
+            ),
         )
         await app.start()
         stop = asyncio.Event()
         load = asyncio.create_task(drive_load(pods, stop), name="demo-load")
-        faults = asyncio.create_task(break_now_and_then(pods, stop), name="demo-faults")
-        target = f"127.0.0.1:{app.grpc_port}"
-        print(
-            f"data layer on {target} (metrics: http://127.0.0.1:{app.metrics_port}/metrics); "
-            f"mock pods on ports {', '.join(map(str, pods.ports))}. Every 20 s one pod fails "
-            "for 4 s, to show staleness. Ctrl-C stops.",
-            file=out,
-            flush=True,
+        faults = asyncio.create_task(
+            break_now_and_then(pods, stop, every=fault_every), name="demo-faults"
         )
+        print(banner(app, pods, fault_every), file=out, flush=True)
 
         def show(response: pb.WatchResponse) -> None:
             for event in response.events:
@@ -182,7 +290,7 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
             if response.synced:
                 print(f"--- synced at revision {response.revision} ---", file=out, flush=True)
 
-        client = DataLayerClient(target)
+        client = DataLayerClient(f"{HOST}:{app.grpc_port}")
         try:
             async with client.mirror(on_response=show, min_interval=0.5):
                 if duration > 0:
@@ -196,3 +304,42 @@ async def run_demo(grpc_port: int = 0, duration: float = 0, out: TextIO = sys.st
             await client.close()
             await app.stop()
             await pods.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `datalayer demo` flags (kept here so the demo's defaults live with the demo)."""
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=GRPC_PORT,
+        help=f"gRPC port (default {GRPC_PORT}, as in the README; a free one if taken; 0: any)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=METRICS_PORT,
+        help=f"metrics and /status port (default {METRICS_PORT}; a free one if taken; 0: any)",
+    )
+    parser.add_argument(
+        "--pod-port",
+        type=int,
+        default=FIRST_POD_PORT,
+        help=f"first mock pod port, then +1, +2 (default {FIRST_POD_PORT}; 0: any)",
+    )
+    parser.add_argument(
+        "--fault-every",
+        type=float,
+        default=20.0,
+        help="seconds between injected pod faults (default 20; 0: never)",
+    )
+    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: never)")
+
+
+async def run_from_args(args: argparse.Namespace) -> None:
+    await run_demo(
+        args.grpc_port,
+        args.duration,
+        metrics_port=args.metrics_port,
+        pod_port=args.pod_port,
+        fault_every=args.fault_every,
+    )

@@ -143,7 +143,7 @@ def test_demo_streams_updates_for_three_pods() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     added = [line for line in lines if " ADDED " in line]
-    assert sorted(line.split()[3] for line in added) == ["llama-a", "llama-b", "qwen-c"]
+    assert sorted(line.split()[3] for line in added) == ["vllm-0", "vllm-1", "vllm-2"]
     assert any(line.startswith("--- synced at revision") for line in lines)
     updates = [line for line in lines if " UPDATED " in line and " fresh" in line]
     assert len(updates) >= 3, result.stdout
