@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from datalayer.hub import Batch, EventKind
-from datalayer.model import METRICS_PART, AttributeData, Metrics
+from datalayer.model import METRICS_PART, SCALAR_METRIC_FIELDS, AttributeData, Metrics
 from datalayer.store import EndpointRecord
 from datalayer.v1 import datalayer_pb2 as pb
 
@@ -27,19 +27,24 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 def metrics_to_proto(metrics: Metrics) -> pb.Metrics:
-    return pb.Metrics(
-        waiting_queue_size=metrics.waiting_queue_size,
-        running_requests_size=metrics.running_requests_size,
-        kv_cache_usage_percent=metrics.kv_cache_usage_percent,
-        cache_block_size=metrics.cache_block_size,
-        cache_num_blocks=metrics.cache_num_blocks,
+    """The wire form of `metrics`: a field the store does not know (None) is left absent.
+
+    The proto's scalars are `optional`, so a value read as 0 is sent as a present 0 and an
+    unknown one is not sent at all: a client can tell "queue 0" from "queue not read",
+    which it cannot when both are proto3's default.
+    """
+    out = pb.Metrics(
         active_models=metrics.active_models,
         waiting_models=metrics.waiting_models,
-        max_active_models=metrics.max_active_models,
         custom=metrics.custom,
         update_time=timestamp(metrics.update_time),
         custom_update_time={k: timestamp(v) for k, v in metrics.custom_update_time.items()},
     )
+    for name in SCALAR_METRIC_FIELDS:
+        value = getattr(metrics, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
 
 
 def attribute_to_proto(value: AttributeData, update_time: float) -> pb.AttributeValue:

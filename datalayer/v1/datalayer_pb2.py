@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61talayer/v1/datalayer.proto\x12\x0c\x64\x61talayer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n\x07Metrics\x12\x1a\n\x12waiting_queue_size\x18\x01 \x01(\x03\x12\x1d\n\x15running_requests_size\x18\x02 \x01(\x03\x12\x1e\n\x16kv_cache_usage_percent\x18\x03 \x01(\x01\x12\x18\n\x10\x63\x61\x63he_block_size\x18\x04 \x01(\x03\x12\x18\n\x10\x63\x61\x63he_num_blocks\x18\x05 \x01(\x03\x12\x15\n\ractive_models\x18\x06 \x03(\t\x12\x16\n\x0ewaiting_models\x18\x07 \x03(\t\x12\x19\n\x11max_active_models\x18\x08 \x01(\x03\x12\x31\n\x06\x63ustom\x18\t \x03(\x0b\x32!.datalayer.v1.Metrics.CustomEntry\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12G\n\x12\x63ustom_update_time\x18\x0b \x03(\x0b\x32+.datalayer.v1.Metrics.CustomUpdateTimeEntry\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aS\n\x15\x43ustomUpdateTimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xc2\x01\n\x0e\x41ttributeValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12+\n\x07strings\x18\x03 \x01(\x0b\x32\x18.datalayer.v1.StringListH\x00\x12(\n\x06object\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04kind\"\x97\x03\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x32\n\x06labels\x18\x05 \x03(\x0b\x32\".datalayer.v1.Endpoint.LabelsEntry\x12&\n\x07metrics\x18\x06 \x01(\x0b\x32\x15.datalayer.v1.Metrics\x12:\n\nattributes\x18\x07 \x03(\x0b\x32&.datalayer.v1.Endpoint.AttributesEntry\x12\r\n\x05stale\x18\x08 \x01(\x08\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x10\n\x08revision\x18\n \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aO\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.datalayer.v1.AttributeValue:\x02\x38\x01\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x14ListEndpointsRequest\x12\x10\n\x08selector\x18\x01 \x01(\t\"i\n\x15ListEndpointsResponse\x12)\n\tendpoints\x18\x01 \x03(\x0b\x32\x16.datalayer.v1.Endpoint\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"\xe0\x01\n\x0cSubscription\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x12\n\nattributes\x18\x03 \x03(\t\x12\x17\n\x0fresume_revision\x18\x04 \x01(\x04\x12\x1a\n\x12resume_instance_id\x18\x05 \x01(\t\x12/\n\x0cmin_interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa6\x01\n\nWatchEvent\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.datalayer.v1.WatchEvent.Type\x12(\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x16.datalayer.v1.Endpoint\"A\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07UPDATED\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\"\x87\x01\n\rWatchResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.datalayer.v1.WatchEvent\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06synced\x18\x04 \x01(\x08\x12\x15\n\rfull_snapshot\x18\x05 \x01(\x08\x32\xf2\x01\n\tDataLayer\x12G\n\x0bGetEndpoint\x12 .datalayer.v1.GetEndpointRequest\x1a\x16.datalayer.v1.Endpoint\x12X\n\rListEndpoints\x12\".datalayer.v1.ListEndpointsRequest\x1a#.datalayer.v1.ListEndpointsResponse\x12\x42\n\x05Watch\x12\x1a.datalayer.v1.Subscription\x1a\x1b.datalayer.v1.WatchResponse0\x01\x42\x46ZDgithub.com/llm-d-datalayer/datalayer/gen/go/datalayer/v1;datalayerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61talayer/v1/datalayer.proto\x12\x0c\x64\x61talayer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x05\n\x07Metrics\x12\x1f\n\x12waiting_queue_size\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\"\n\x15running_requests_size\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12#\n\x16kv_cache_usage_percent\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1d\n\x10\x63\x61\x63he_block_size\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10\x63\x61\x63he_num_blocks\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x15\n\ractive_models\x18\x06 \x03(\t\x12\x16\n\x0ewaiting_models\x18\x07 \x03(\t\x12\x1e\n\x11max_active_models\x18\x08 \x01(\x03H\x05\x88\x01\x01\x12\x31\n\x06\x63ustom\x18\t \x03(\x0b\x32!.datalayer.v1.Metrics.CustomEntry\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12G\n\x12\x63ustom_update_time\x18\x0b \x03(\x0b\x32+.datalayer.v1.Metrics.CustomUpdateTimeEntry\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aS\n\x15\x43ustomUpdateTimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\x42\x15\n\x13_waiting_queue_sizeB\x18\n\x16_running_requests_sizeB\x19\n\x17_kv_cache_usage_percentB\x13\n\x11_cache_block_sizeB\x13\n\x11_cache_num_blocksB\x14\n\x12_max_active_models\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xc2\x01\n\x0e\x41ttributeValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12+\n\x07strings\x18\x03 \x01(\x0b\x32\x18.datalayer.v1.StringListH\x00\x12(\n\x06object\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04kind\"\x97\x03\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x32\n\x06labels\x18\x05 \x03(\x0b\x32\".datalayer.v1.Endpoint.LabelsEntry\x12&\n\x07metrics\x18\x06 \x01(\x0b\x32\x15.datalayer.v1.Metrics\x12:\n\nattributes\x18\x07 \x03(\x0b\x32&.datalayer.v1.Endpoint.AttributesEntry\x12\r\n\x05stale\x18\x08 \x01(\x08\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x10\n\x08revision\x18\n \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aO\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.datalayer.v1.AttributeValue:\x02\x38\x01\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x14ListEndpointsRequest\x12\x10\n\x08selector\x18\x01 \x01(\t\"i\n\x15ListEndpointsResponse\x12)\n\tendpoints\x18\x01 \x03(\x0b\x32\x16.datalayer.v1.Endpoint\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"\xe0\x01\n\x0cSubscription\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x12\n\nattributes\x18\x03 \x03(\t\x12\x17\n\x0fresume_revision\x18\x04 \x01(\x04\x12\x1a\n\x12resume_instance_id\x18\x05 \x01(\t\x12/\n\x0cmin_interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa6\x01\n\nWatchEvent\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.datalayer.v1.WatchEvent.Type\x12(\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x16.datalayer.v1.Endpoint\"A\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07UPDATED\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\"\x87\x01\n\rWatchResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.datalayer.v1.WatchEvent\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06synced\x18\x04 \x01(\x08\x12\x15\n\rfull_snapshot\x18\x05 \x01(\x08\x32\xf2\x01\n\tDataLayer\x12G\n\x0bGetEndpoint\x12 .datalayer.v1.GetEndpointRequest\x1a\x16.datalayer.v1.Endpoint\x12X\n\rListEndpoints\x12\".datalayer.v1.ListEndpointsRequest\x1a#.datalayer.v1.ListEndpointsResponse\x12\x42\n\x05Watch\x12\x1a.datalayer.v1.Subscription\x1a\x1b.datalayer.v1.WatchResponse0\x01\x42\x46ZDgithub.com/llm-d-datalayer/datalayer/gen/go/datalayer/v1;datalayerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,35 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPOINT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ENDPOINT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_METRICS']._serialized_start=142
-  _globals['_METRICS']._serialized_end=673
-  _globals['_METRICS_CUSTOMENTRY']._serialized_start=543
-  _globals['_METRICS_CUSTOMENTRY']._serialized_end=588
-  _globals['_METRICS_CUSTOMUPDATETIMEENTRY']._serialized_start=590
-  _globals['_METRICS_CUSTOMUPDATETIMEENTRY']._serialized_end=673
-  _globals['_STRINGLIST']._serialized_start=675
-  _globals['_STRINGLIST']._serialized_end=703
-  _globals['_ATTRIBUTEVALUE']._serialized_start=706
-  _globals['_ATTRIBUTEVALUE']._serialized_end=900
-  _globals['_ENDPOINT']._serialized_start=903
-  _globals['_ENDPOINT']._serialized_end=1310
-  _globals['_ENDPOINT_LABELSENTRY']._serialized_start=1184
-  _globals['_ENDPOINT_LABELSENTRY']._serialized_end=1229
-  _globals['_ENDPOINT_ATTRIBUTESENTRY']._serialized_start=1231
-  _globals['_ENDPOINT_ATTRIBUTESENTRY']._serialized_end=1310
-  _globals['_GETENDPOINTREQUEST']._serialized_start=1312
-  _globals['_GETENDPOINTREQUEST']._serialized_end=1346
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1348
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1388
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1390
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1495
-  _globals['_SUBSCRIPTION']._serialized_start=1498
-  _globals['_SUBSCRIPTION']._serialized_end=1722
-  _globals['_WATCHEVENT']._serialized_start=1725
-  _globals['_WATCHEVENT']._serialized_end=1891
-  _globals['_WATCHEVENT_TYPE']._serialized_start=1826
-  _globals['_WATCHEVENT_TYPE']._serialized_end=1891
-  _globals['_WATCHRESPONSE']._serialized_start=1894
-  _globals['_WATCHRESPONSE']._serialized_end=2029
-  _globals['_DATALAYER']._serialized_start=2032
-  _globals['_DATALAYER']._serialized_end=2274
+  _globals['_METRICS']._serialized_end=843
+  _globals['_METRICS_CUSTOMENTRY']._serialized_start=573
+  _globals['_METRICS_CUSTOMENTRY']._serialized_end=618
+  _globals['_METRICS_CUSTOMUPDATETIMEENTRY']._serialized_start=620
+  _globals['_METRICS_CUSTOMUPDATETIMEENTRY']._serialized_end=703
+  _globals['_STRINGLIST']._serialized_start=845
+  _globals['_STRINGLIST']._serialized_end=873
+  _globals['_ATTRIBUTEVALUE']._serialized_start=876
+  _globals['_ATTRIBUTEVALUE']._serialized_end=1070
+  _globals['_ENDPOINT']._serialized_start=1073
+  _globals['_ENDPOINT']._serialized_end=1480
+  _globals['_ENDPOINT_LABELSENTRY']._serialized_start=1354
+  _globals['_ENDPOINT_LABELSENTRY']._serialized_end=1399
+  _globals['_ENDPOINT_ATTRIBUTESENTRY']._serialized_start=1401
+  _globals['_ENDPOINT_ATTRIBUTESENTRY']._serialized_end=1480
+  _globals['_GETENDPOINTREQUEST']._serialized_start=1482
+  _globals['_GETENDPOINTREQUEST']._serialized_end=1516
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1518
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1558
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1560
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1665
+  _globals['_SUBSCRIPTION']._serialized_start=1668
+  _globals['_SUBSCRIPTION']._serialized_end=1892
+  _globals['_WATCHEVENT']._serialized_start=1895
+  _globals['_WATCHEVENT']._serialized_end=2061
+  _globals['_WATCHEVENT_TYPE']._serialized_start=1996
+  _globals['_WATCHEVENT_TYPE']._serialized_end=2061
+  _globals['_WATCHRESPONSE']._serialized_start=2064
+  _globals['_WATCHRESPONSE']._serialized_end=2199
+  _globals['_DATALAYER']._serialized_start=2202
+  _globals['_DATALAYER']._serialized_end=2444
 # @@protoc_insertion_point(module_scope)
