@@ -154,6 +154,33 @@ def test_absent_lora_family_means_no_adapters_not_an_error() -> None:
     assert out.errors == []
 
 
+def test_absent_lora_defaults_are_not_readings() -> None:
+    """The "no adapters" default is stored, but a page holding only it read nothing."""
+    out = run(b"vllm:num_requests_waiting 2\n")
+    assert out.metrics["max_active_models"] == 0
+    assert out.readings == 1  # the queue; not the three LoRA defaults
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"process_cpu_seconds_total 12.5\n",
+        b"# HELP vllm:num_requests_waiting Waiting.\n# TYPE vllm:num_requests_waiting gauge\n"
+        b"# HELP vllm:lora_requests_info Running stats on lora requests.\n"
+        b"# TYPE vllm:lora_requests_info gauge\n",
+    ],
+    ids=["unrelated-metrics", "help-type-only"],
+)
+def test_a_page_with_no_wanted_sample_reads_nothing(page: bytes) -> None:
+    out = run(page)
+    assert out.readings == 0
+
+
+def test_a_real_page_is_readings() -> None:
+    out = run(vllm_page(VllmPage(waiting=(3,), running=(5,), kv=(0.42,))))
+    assert out.readings >= 3
+
+
 def test_lora_with_only_nan_series_is_an_error() -> None:
     out = run(vllm_page(VllmPage(lora=(Lora("a", "", 1, math.nan),))))
     assert error_fields(out) == {"active_models", "waiting_models", "max_active_models"}

@@ -84,6 +84,34 @@ async def test_unusable_files_are_poll_errors(
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (
+            b"<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+            "not a Prometheus text exposition",
+        ),
+        (b"", "empty body"),
+        (b'{"error": "upstream down"}', "not a Prometheus text exposition"),
+    ],
+)
+async def test_a_textfile_that_is_not_an_exposition_is_a_failed_read(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    """The exposition check runs on the file path too, not only in metrics-data-source."""
+    write(tmp_path / "pod-a.prom", content)
+    params = {"pathTemplate": f"{tmp_path}/{{name}}.prom", "format": "prometheus"}
+    source = FileDataSource("files", decode_dataclass(FileSourceParameters, params))
+    source.add_extractor(
+        PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
+    )
+    source.start()
+    with pytest.raises(FileReadError) as info:
+        await source.poll(POD)
+    assert fragment in str(info.value)
+    assert "pod-a.prom" in str(info.value)
+
+
 async def test_a_directory_and_an_unsafe_name_are_errors(tmp_path: Path) -> None:
     (tmp_path / "ns1" / "pod-a.json").mkdir(parents=True)
     with pytest.raises(FileReadError, match="is a directory"):

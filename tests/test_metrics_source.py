@@ -40,6 +40,11 @@ class PageServer:
                 await response.write(b"#" * 1000 + b"\n")
             await response.write_eof()
             return response
+        if self.mode == "html":
+            return web.Response(
+                body=b"<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+                content_type="text/html",
+            )
         body = PAGE + (b"#" * 5000 if self.mode == "huge" else b"")
         return web.Response(body=body, content_type="text/plain")
 
@@ -85,6 +90,7 @@ async def test_scrapes_only_wanted_names_with_keep_alive(server: tuple[PageServe
         ("500", "HTTP 500 Internal Server Error"),
         ("huge", "exceeds the 1000-byte limit"),
         ("chunked-huge", "body exceeds the 1000-byte limit"),
+        ("html", "not a Prometheus text exposition"),
     ],
 )
 async def test_bad_replies_are_errors_for_that_endpoint(

@@ -121,6 +121,7 @@ async def chunks(size: int) -> AsyncIterator[bytes]:
         ("pod-x", b"{}", "application/json", 404, "'pod-x' is not an endpoint"),
         ("pod-a", b"{", "application/json", 400, "not JSON"),
         ("pod-a", b"load 1\n", "text/plain", 415, "this source takes json"),
+        ("pod-a", b"<html><body>oops</body></html>", "application/json", 400, "not JSON"),
         ("pod-a", b"{}" + b" " * 2000, "application/json", 413, "2002 bytes exceeds the 1000"),
         ("pod-a", "chunked", "application/json", 413, "exceeds the 1000-byte limit"),
         ("pod-a", b'{"q": 1}', None, 204, ""),  # no Content-Type: the source's format
@@ -142,6 +143,23 @@ async def test_refusals(
     status, text = await post(http, f"{url}/{path}", data, content_type)
     assert (status, fragment in text) == (expected, True)
     assert len(sink.delivered) == (1 if expected == 204 else 0)
+
+
+async def test_an_html_push_to_a_prometheus_source_is_refused(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """The exposition check runs on the push path too: 400, nothing delivered."""
+    sink = Sink("pod-a")
+    _, url = await running(sink, format="prometheus")
+    status, text = await post(
+        http,
+        f"{url}/pod-a",
+        b"<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+        "text/plain",
+    )
+    assert status == 400
+    assert "not a Prometheus text exposition" in text
+    assert sink.delivered == []
 
 
 async def test_endpoints_follow_update_endpoints_and_the_sink(

@@ -53,6 +53,11 @@ class SocketServer:
         self.accept.append(request.headers.get("Accept", ""))
         if self.mode == "500":
             return web.Response(status=500, text="boom")
+        if self.mode == "html":  # a proxy's error page, with status 200
+            return web.Response(
+                body=b"<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+                content_type="text/html",
+            )
         if self.mode == "huge":
             return web.Response(body=PAGE + b"#" * 5000, content_type="text/plain")
         return web.Response(body=PAGE, content_type="text/plain")
@@ -148,6 +153,7 @@ async def test_idle_sessions_are_closed(
         ("huge", "pod-a", {"maxBodyBytes": 1000}, "exceeds the 1000-byte limit"),
         ("ok", "pod-a", {"path": "/nope"}, "HTTP 404"),
         ("bad-json", "pod-a", {"path": "/load/{name}", "format": "json"}, "not JSON"),
+        ("html", "pod-a", {}, "not a Prometheus text exposition (starts with b'<!DOCTYPE"),
         ("ok", "..", {}, "endpoint name '..' cannot be used in a path"),
     ],
 )

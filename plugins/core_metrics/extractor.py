@@ -15,7 +15,14 @@ Policies, chosen so a healthy pod never produces an error every tick:
   `vllm:gpu_cache_usage_perc` when the newer family has no usable series.
 - LoRA: the series with the largest value (the time of its last change)
   wins. An absent LoRA family means "no adapters": empty lists and
-  `max_active_models` 0, no error (servers without `--enable-lora`).
+  `max_active_models` 0, no error (servers without `--enable-lora`). Those
+  values are *defaults*, not readings (`set_metric(..., default=True)`): a
+  page with no wanted sample at all (unrelated metrics, HELP/TYPE lines only)
+  yields no reading, and the collector counts it as a failed read.
+- A family whose lines hit one of the scanner's caps (more than 64 series, a
+  line or label value too long; `MetricSamples.caps`) is an error for every
+  field it feeds, naming the cap: what was kept is incomplete, so a sum of it
+  would under-report and "absent" would claim no adapters.
 - Cache info (block size, block count) is static configuration that older
   servers do not expose: an absent family is not an error and leaves the
   fields unset. A family that is present but lacks the configured label, or
@@ -39,6 +46,7 @@ from plugins.prometheus.spec import MetricSpec
 FALLBACK_ENGINE_LABEL: Final = "inference.networking.k8s.io/engine-type"
 #: Upstream registers the default engine's mapping under this name.
 RESERVED_ENGINE_NAME: Final = "default"
+_LORA_FIELDS: Final = ("active_models", "waiting_models", "max_active_models")
 
 
 @dataclass
@@ -257,6 +265,17 @@ def _first_usable(samples: MetricSamples, alternatives: Sequence[MetricSpec]) ->
     return None
 
 
+def _capped(samples: MetricSamples, alternatives: Sequence[MetricSpec]) -> str | None:
+    """The field error for the first of `alternatives` whose lines hit a scan cap, if any."""
+    caps = samples.caps
+    if caps:
+        for spec in alternatives:
+            note = caps.get(spec.name)
+            if note is not None:
+                return f"{spec.name}: {note}"
+    return None
+
+
 def _missing(alternatives: Sequence[MetricSpec], what: str = "usable") -> str:
     names = " or ".join(str(spec) for spec in alternatives)
     return f"no {what} series of {names}"
@@ -335,8 +354,11 @@ class CoreMetricsExtractor(Extractor):
         self._counts(payload, mapping.queued, "waiting_queue_size", out)
         self._counts(payload, mapping.running, "running_requests_size", out)
         if mapping.kv_usage:
-            values = _first_usable(payload, mapping.kv_usage)
-            if values is None:
+            capped = _capped(payload, mapping.kv_usage)
+            values = None if capped else _first_usable(payload, mapping.kv_usage)
+            if capped:
+                out.error("kv_cache_usage_percent", capped)
+            elif values is None:
                 out.error("kv_cache_usage_percent", _missing(mapping.kv_usage))
             else:
                 out.set_metric("kv_cache_usage_percent", sum(v / len(values) for v in values))
@@ -355,6 +377,10 @@ class CoreMetricsExtractor(Extractor):
     ) -> None:
         if not specs:
             return
+        capped = _capped(payload, specs)
+        if capped:
+            out.error(field_name, capped)
+            return
         values = _first_usable(payload, specs)
         total = math.nan if values is None else sum(values)
         if not math.isfinite(total):  # none usable, or finite series summing past 1e308
@@ -364,15 +390,21 @@ class CoreMetricsExtractor(Extractor):
 
     @staticmethod
     def _lora(payload: MetricSamples, specs: Sequence[MetricSpec], out: EndpointUpdate) -> None:
+        capped = _capped(payload, specs)
+        if capped:
+            for field_name in _LORA_FIELDS:
+                out.error(field_name, capped)
+            return
         series = _selected(payload, specs)
         if not series:
-            out.set_metric("active_models", ())
-            out.set_metric("waiting_models", ())
-            out.set_metric("max_active_models", 0)
+            # No family: "no adapters", a default rather than a reading (module docstring).
+            out.set_metric("active_models", (), default=True)
+            out.set_metric("waiting_models", (), default=True)
+            out.set_metric("max_active_models", 0, default=True)
             return
         usable = [s for s in series if not math.isnan(s.value)]
         if not usable:
-            for field_name in ("active_models", "waiting_models", "max_active_models"):
+            for field_name in _LORA_FIELDS:
                 out.error(field_name, _missing(specs))
             return
         latest = max(usable, key=lambda s: s.value)
@@ -386,6 +418,11 @@ class CoreMetricsExtractor(Extractor):
 
     @staticmethod
     def _cache_info(payload: MetricSamples, mapping: EngineMapping, out: EndpointUpdate) -> None:
+        capped = _capped(payload, mapping.cache_info)
+        if capped:
+            out.error("cache_block_size", capped)
+            out.error("cache_num_blocks", capped)
+            return
         series = _selected(payload, mapping.cache_info)
         if not series:
             return  # not exposed by this server version: not an error (module docstring)
@@ -405,6 +442,10 @@ class CoreMetricsExtractor(Extractor):
     def _cache_gauge(
         payload: MetricSamples, specs: Sequence[MetricSpec], field_name: str, out: EndpointUpdate
     ) -> None:
+        capped = _capped(payload, specs)
+        if capped:
+            out.error(field_name, capped)
+            return
         if not _selected(payload, specs):
             return  # absent cache geometry is not an error (module docstring)
         values = _first_usable(payload, specs)

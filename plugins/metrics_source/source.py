@@ -7,7 +7,9 @@ small httptools one (`plugins/fasthttp`, a fraction of aiohttp's CPU per
 scrape) when httptools is installed; `https`, or `httpClient: aiohttp`, uses
 an aiohttp session. The page is scanned only for the metric names the
 attached extractors declared (BRIEF §2): the tens of KB of histogram buckets
-nobody asked for are never parsed.
+nobody asked for are never parsed. The body goes through the same decoder as
+every other Prometheus source (`plugins.payloads.BodyDecoder`), so the
+exposition check and the scanner's caps are the same whatever the transport.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from datalayer.params import Duration
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.fasthttp import AVAILABLE as FAST_HTTP_AVAILABLE
 from plugins.fasthttp import KeepAliveClient
-from plugins.httpfetch import fetch_body, new_session
+from plugins.httpfetch import PollError, fetch_body, new_session
+from plugins.payloads.formats import BodyDecoder
+from plugins.payloads.json_document import PayloadError
 from plugins.prometheus.samples import MetricSamples
-from plugins.prometheus.sanity import check_exposition
-from plugins.prometheus.scan import SelectiveScanner
 from plugins.tlsconfig import ClientTls, check_client_tls
 
 #: Always ask for the classic text format: OpenMetrics renames samples (BRIEF, MODEL-SERVERS).
@@ -68,13 +70,10 @@ class MetricsDataSource(PollingDataSource):
         self._params = params
         self._session: aiohttp.ClientSession | None = None
         self._client: KeepAliveClient | None = None
-        self._scanner = SelectiveScanner(())
+        self._decoder = BodyDecoder("prometheus")
 
     def start(self) -> None:
-        names: set[str] = set()
-        for extractor in self.extractors:
-            names |= extractor.required_names()
-        self._scanner = SelectiveScanner(names)
+        self._decoder = BodyDecoder("prometheus", self.extractors)
         p = self._params
         if p.scheme == "http" and p.http_client == "auto" and FAST_HTTP_AVAILABLE:
             self._client = KeepAliveClient(p.path, accept=ACCEPT, timeout=p.timeout)
@@ -103,8 +102,10 @@ class MetricsDataSource(PollingDataSource):
             )
         else:
             raise RuntimeError("source not started")
-        check_exposition(body)
-        return self._scanner.scan(body)
+        try:
+            return self._decoder.decode_samples(body)
+        except PayloadError as exc:
+            raise PollError(str(exc)) from None
 
     async def close(self) -> None:
         if self._client is not None:

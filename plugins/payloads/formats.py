@@ -16,6 +16,7 @@ from typing import Literal, TypeAlias
 from datalayer.plugin import DataSource, Extractor
 from plugins.payloads.json_document import JsonDocument, PayloadError
 from plugins.prometheus import MetricSamples, SelectiveScanner
+from plugins.prometheus.sanity import NotAnExposition, check_exposition
 
 PayloadFormat: TypeAlias = Literal["prometheus", "json"]
 
@@ -36,8 +37,16 @@ def accept_header(fmt: PayloadFormat) -> str:
 class BodyDecoder:
     """Bytes → payload for one format; built in `start()` once the extractors are known.
 
-    For Prometheus only the sample names the extractors declared are scanned
-    (the selective scanner), exactly as `metrics-data-source` does.
+    The one payload path of every source that reads Prometheus text or JSON
+    (`metrics-data-source` included), so a check made here is made for all of
+    them: a body that is not an exposition (an HTML error page, an empty reply)
+    raises PayloadError, a failed read, whichever transport brought it. For
+    Prometheus only the sample names the extractors declared are scanned (the
+    selective scanner, with its per-scan caps).
+
+    >>> BodyDecoder("prometheus").decode(b"<html>")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    PayloadError: not a Prometheus text exposition (starts with b'<html>')
     """
 
     __slots__ = ("_format", "_scanner")
@@ -49,11 +58,28 @@ class BodyDecoder:
             names |= extractor.required_names()
         self._scanner = SelectiveScanner(names) if fmt == "prometheus" else None
 
+    @property
+    def scanner(self) -> SelectiveScanner | None:
+        """The Prometheus scanner (None for JSON); for cache accounting and benchmarks."""
+        return self._scanner
+
     def decode(self, body: bytes) -> MetricSamples | JsonDocument:
-        """Raise PayloadError when a JSON body does not parse; a text page never fails."""
+        """Raise PayloadError when a JSON body does not parse or a text body is not an
+        exposition; a text page that is one never fails (unreadable lines are skipped)."""
         if self._scanner is not None:
+            try:
+                check_exposition(body)
+            except NotAnExposition as exc:
+                raise PayloadError(str(exc)) from None
             return self._scanner.scan(body)
         return JsonDocument.parse(body)
+
+    def decode_samples(self, body: bytes) -> MetricSamples:
+        """`decode` for a source that only ever reads Prometheus text."""
+        payload = self.decode(body)
+        if not isinstance(payload, MetricSamples):
+            raise TypeError("decode_samples on a JSON decoder")
+        return payload
 
 
 class PayloadFormatMixin(DataSource):

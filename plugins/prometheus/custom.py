@@ -14,7 +14,13 @@ def read_custom(
 ) -> None:
     """Sum every finite series `spec` selects into `metrics.custom[key]` (as counts are summed
     across data-parallel engines); no usable series is an error for that key unless optional.
-    A value not read this tick keeps its old value and update time."""
+    A value not read this tick keeps its old value and update time. A family that hit
+    a scan cap (`MetricSamples.caps`) is an error naming the cap, optional or not: its
+    kept series are incomplete, so their sum would under-report."""
+    note = samples.caps.get(spec.name) if samples.caps else None
+    if note is not None:
+        out.error(f"custom[{key}]", f"{spec.name}: {note}")
+        return
     total = 0.0
     found = False
     for sample in samples.get(spec.name, ()):

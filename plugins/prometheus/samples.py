@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, NamedTuple
 
 
 class Sample(NamedTuple):
@@ -12,6 +14,9 @@ class Sample(NamedTuple):
     value: float
 
 
+_NO_CAPS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
 class MetricSamples(dict[str, list[Sample]]):
     """Samples keyed by the exact sample name on the line (`vllm:prompt_tokens_total`).
 
@@ -19,6 +24,29 @@ class MetricSamples(dict[str, list[Sample]]):
     as their payload type and the wiring check compares types. A wanted name
     with no line on the page has no key, so "family absent" is `name not in`.
     Samples keep page order.
+
+    `caps` names the wanted names whose lines hit one of the scanner's per-scan
+    caps (too many series, a line or label value too long): what is kept for such
+    a name is incomplete, so an extractor reports the field as an error naming the
+    cap rather than a partial sum or an "absent family" default.
     """
 
-    __slots__ = ()
+    # No __init__: the scanner builds one per page, and only a hostile page needs `_caps`.
+    __slots__ = ("_caps",)
+    _caps: dict[str, str]
+
+    @property
+    def caps(self) -> Mapping[str, str]:
+        """Wanted name -> which cap its lines hit on this page (empty on a normal page)."""
+        try:
+            return self._caps
+        except AttributeError:
+            return _NO_CAPS
+
+    def note_cap(self, name: str, note: str) -> None:
+        """Record that `name` hit a cap; the first note per name is kept."""
+        try:
+            caps = self._caps
+        except AttributeError:
+            caps = self._caps = {}
+        caps.setdefault(name, note)

@@ -25,6 +25,22 @@ writes.
 The regex pass is the floor of this design: on a 56 KB page, CPython's regex
 engine needs ~25 µs to visit every newline even for a pattern that can never
 match, and a trie of 17 names ~40 µs.
+
+Hostile pages. A scan runs on the event loop, so a page that costs a second
+stalls every other endpoint and every RPC for that second; a cache that keeps
+whatever a page writes grows the process without bound. So the Python work per
+scan is capped, and a capped name is noted in the result's `caps` (extractors
+turn it into a field error naming the cap):
+
+- at most `MAX_SERIES_PER_NAME` candidate lines per wanted name per scan. On
+  the next one the name is dropped from the pattern (a pattern without it is
+  compiled once and remembered), so the rest of its lines, contiguous or not,
+  cost only the C regex pass, like unwanted lines;
+- a line longer than `MAX_LINE_BYTES` is refused before it is copied or parsed,
+  and a label value longer than `MAX_LABEL_VALUE_BYTES` refuses its series;
+- the remembered heads and lines are capped by bytes (`MAX_CACHE_BYTES`, an
+  upper bound of key plus decoded text plus a per-entry overhead) as well as
+  by count: past the cap they are dropped and relearnt.
 """
 
 from __future__ import annotations
@@ -146,7 +162,19 @@ class SelectiveScanner:
     {'vllm:num_requests_waiting': [Sample(labels={'engine': '0'}, value=3.0)]}
     """
 
-    __slots__ = ("_at_start", "_heads", "_in_body", "_lines", "_names", "_str_names")
+    __slots__ = (
+        "_at_start",
+        "_capped",
+        "_counts",
+        "_head_bytes",
+        "_heads",
+        "_in_body",
+        "_line_bytes",
+        "_lines",
+        "_names",
+        "_patterns",
+        "_str_names",
+    )
 
     def __init__(self, names: Iterable[str]) -> None:
         wanted = frozenset(names)
@@ -157,11 +185,10 @@ class SelectiveScanner:
         #: Wanted name bytes -> name; the EOF marker maps to None.
         self._str_names: dict[bytes, str | None] = {name.encode(): name for name in wanted}
         self._str_names[_EOF_NAME] = None
-        trie = _trie_pattern(self._str_names)
         # The one pass over the page only finds candidate lines: a wanted name
         # (or `# EOF`) at a line start, followed by what may follow a name.
         # The grammar of the rest of the line is checked per candidate.
-        line = rb"(" + trie + rb")(?=[{ \t\r\n]|\Z)"
+        line = _line_pattern(self._str_names)
         # Two patterns rather than `(?:\A|\n)`: a literal `\n` prefix lets the
         # regex engine skip to newlines in C instead of trying every offset.
         self._in_body = re.compile(rb"\n" + line)
@@ -171,40 +198,97 @@ class SelectiveScanner:
         self._heads: dict[bytes, dict[str, str]] = {}
         #: The text after the name of lines already decoded -> their sample.
         self._lines: dict[bytes, Sample] = {}
+        #: Upper bounds of the bytes each cache holds (see `cache_bytes`).
+        self._head_bytes = 0
+        self._line_bytes = 0
+        #: Per scan: candidate lines seen per name, and the names that hit the series cap.
+        self._counts: dict[str, int] = {}
+        self._capped: set[str] = set()
+        #: Body patterns without some capped names, compiled on first need.
+        self._patterns: dict[frozenset[str], re.Pattern[bytes]] = {}
 
     @property
     def names(self) -> frozenset[str]:
         """The sample names this scanner extracts."""
         return self._names
 
+    @property
+    def cache_bytes(self) -> int:
+        """An upper bound of the bytes the remembered heads and lines hold; <= MAX_CACHE_BYTES."""
+        return self._head_bytes + self._line_bytes
+
     def scan(self, body: bytes) -> MetricSamples:
-        """The samples of the wanted names in `body`, in page order; absent names have no key."""
+        """The samples of the wanted names in `body`, in page order; absent names have no key.
+
+        Names that hit a cap are in the result's `caps`; their samples are incomplete.
+        """
         out = MetricSamples()
         if not self._names:
             return out
-        first = self._at_start.match(body)
-        if first is not None and not self._take(out, body, first):
-            return out
+        self._counts = {}
+        if self._capped:
+            self._capped = set()
+        pattern = self._in_body
+        pos = 0
         take = self._take
-        for match in self._in_body.finditer(body):
-            if not take(out, body, match):
-                break
-        return out
+        first = self._at_start.match(body)
+        if first is not None and take(out, body, first) is False:
+            return out  # `# EOF` first; the series cap cannot be hit on the first line
+        while True:
+            verdict: bool | None = True
+            for match in pattern.finditer(body, pos):
+                verdict = take(out, body, match)
+                if verdict is not True:
+                    break
+            if verdict is not None:  # the page's end, or `# EOF`
+                return out
+            # A name just hit the series cap: go on without it, after this line.
+            pattern = self._pattern_without(frozenset(self._capped))
+            pos = match.end()
 
-    def _take(self, out: MetricSamples, body: bytes, match: re.Match[bytes]) -> bool:
-        """Record the candidate line's sample if it is well formed; False at `# EOF`."""
+    def _pattern_without(self, dropped: frozenset[str]) -> re.Pattern[bytes]:
+        """The body pattern minus `dropped` names; compiled once per set (a few sets at most)."""
+        pattern = self._patterns.get(dropped)
+        if pattern is None:
+            if len(self._patterns) >= _MAX_PATTERNS:
+                self._patterns.clear()
+            kept = [raw for raw, name in self._str_names.items() if name not in dropped]
+            pattern = self._patterns[dropped] = re.compile(rb"\n" + _line_pattern(kept))
+        return pattern
+
+    def _take(self, out: MetricSamples, body: bytes, match: re.Match[bytes]) -> bool | None:
+        """Record the candidate line's sample if it is well formed and within the caps.
+
+        True to go on; False at `# EOF`; None when the line's name just hit the series cap
+        (the line is not taken and the caller drops the name from its pattern).
+        """
         name = self._str_names[match.group(1)]
         start = match.end()
         if name is None:
             return _EOF_LINE.match(body, start) is None
+        counts = self._counts
+        seen = counts.get(name, 0)
+        if seen >= MAX_SERIES_PER_NAME:
+            out.note_cap(name, f"more than {MAX_SERIES_PER_NAME} series (cap hit)")
+            self._capped.add(name)
+            return None
+        counts[name] = seen + 1
         end = body.find(b"\n", start)
         if end < 0:
             end = len(body)
+        if end - start > MAX_LINE_BYTES:  # refused before it is copied or parsed
+            out.note_cap(name, f"a series line longer than {MAX_LINE_BYTES} bytes (cap hit)")
+            return True
         line = body[start:end]
         sample = self._lines.get(line)
         if sample is None:
             sample = self._decode(body, start, end, line)
             if sample is None:
+                return True
+            if sample is _LABEL_TOO_LONG:
+                out.note_cap(
+                    name, f"a label value longer than {MAX_LABEL_VALUE_BYTES} bytes (cap hit)"
+                )
                 return True
         samples = out.get(name)
         if samples is None:
@@ -229,10 +313,18 @@ class SelectiveScanner:
             labels, value = self._parse(body, start, end, head, token)
         if value is None or labels is None:
             return None
+        if len(line) > MAX_LABEL_VALUE_BYTES and _too_long(labels):
+            return _LABEL_TOO_LONG  # not remembered: it would only fill the cache
         sample = _new_sample(Sample, (labels, value))
-        if len(self._lines) >= _MAX_LINES:
+        cost = 2 * len(key) + _ENTRY_BYTES
+        if len(self._lines) >= _MAX_LINES or self.cache_bytes + cost > MAX_CACHE_BYTES:
             self._lines.clear()
+            self._line_bytes = 0
+            if self._head_bytes + cost > MAX_CACHE_BYTES:
+                self._heads.clear()
+                self._head_bytes = 0
         self._lines[key] = sample
+        self._line_bytes += cost
         return sample
 
     def _parse(
@@ -254,12 +346,32 @@ class SelectiveScanner:
         if stamp_b is None and rest.end(2) == end and value_b == token:
             # The value is the line's last token and nothing else follows: the head
             # alone decides the labels from now on.
-            if len(self._heads) >= _MAX_HEADS:
+            cost = 2 * len(head) + _ENTRY_BYTES
+            if len(self._heads) >= _MAX_HEADS or self.cache_bytes + cost > MAX_CACHE_BYTES:
                 self._heads.clear()
+                self._head_bytes = 0
+                if self._line_bytes + cost > MAX_CACHE_BYTES:
+                    self._lines.clear()
+                    self._line_bytes = 0
             self._heads[head] = labels
+            self._head_bytes += cost
         return labels, value
 
 
+#: Candidate lines per wanted name per scan. A data-parallel pod has one series per engine
+#: (and vLLM's LoRA info one per adapter combination still on the page): tens, not hundreds.
+MAX_SERIES_PER_NAME: Final = 64
+#: A wanted line longer than this is refused unread (a LoRA info line with 1,000 adapters is
+#: ~20 KB; the store refuses lists over 1,000 items anyway).
+MAX_LINE_BYTES: Final = 64 * 1024
+#: A series with a label value longer than this is refused (the store keeps 4 KiB strings).
+MAX_LABEL_VALUE_BYTES: Final = 16 * 1024
+#: The remembered heads and lines together, by the upper bound `cache_bytes` counts.
+MAX_CACHE_BYTES: Final = 8 * 1024 * 1024
+#: What `cache_bytes` adds per entry for the objects around the bytes (dict slot, tuple, dict).
+_ENTRY_BYTES: Final = 256
+#: Patterns without capped names remembered per scanner.
+_MAX_PATTERNS: Final = 32
 #: Label-set heads remembered per scanner; a page has a few dozen, a fleet a few hundred.
 _MAX_HEADS: Final = 4096
 #: Whole lines remembered per scanner (most wanted lines repeat verbatim between scrapes).
@@ -268,3 +380,14 @@ _REST_RE: Final = re.compile(_REST)
 _EOF_LINE: Final = re.compile(rb"[ \t]*\r?(?=\n|\Z)")
 #: Building the tuple directly skips NamedTuple's Python-level __new__.
 _new_sample: Final = tuple.__new__
+#: `_decode`'s answer for a line refused by the label-value cap (compared by identity).
+_LABEL_TOO_LONG: Final = Sample({}, float("nan"))
+
+
+def _too_long(labels: dict[str, str]) -> bool:
+    return any(len(value) > MAX_LABEL_VALUE_BYTES for value in labels.values())
+
+
+def _line_pattern(names: Iterable[bytes]) -> bytes:
+    """A wanted name (or `# EOF`) at a line start, followed by what may follow a name."""
+    return rb"(" + _trie_pattern(names) + rb")(?=[{ \t\r\n]|\Z)"
