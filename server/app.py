@@ -8,7 +8,9 @@ awaited here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from dataclasses import dataclass, field
 
 import grpc
@@ -33,6 +35,37 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataLayer"].full_name
 #: gRPC messages larger than this are refused (a Subscription is a few KB at most).
 MAX_RECEIVE_BYTES = 1 << 20
+
+
+class ListenError(OSError):
+    """A port cannot be listened on; the message names which port and why, in one line."""
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another process listens there)"
+    return exc.strerror or str(exc)
+
+
+def check_port_free(label: str, host: str, port: int) -> None:
+    """Raise ListenError when `port` on `host` is taken (0, any free port, always passes).
+
+    Bound with SO_REUSEADDR as gRPC binds, so a port in TIME_WAIT is not a false alarm;
+    a race with another process remains possible and is still caught at the real bind.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError(f"{label} port {host}:{port}: {_why(exc)}") from None
+    for family, kind, proto, _, address in infos[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ListenError(f"{label} port {host}:{port}: {_why(exc)}") from None
 
 
 @dataclass
@@ -72,6 +105,10 @@ class DataLayerApp:
         self._discovery_task: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
+        #: Held by a reload's swap and by stop: one lifecycle change at a time.
+        self._lifecycle = asyncio.Lock()
+        self._stopped = False
+        self._swaps: set[asyncio.Task[None]] = set()
 
     def _new_collector(self, config: DataLayerConfig) -> Collector:
         return Collector(
@@ -83,12 +120,17 @@ class DataLayerApp:
         )
 
     async def start(self) -> None:
-        for binding in self.config.sources:
-            binding.source.start()
-        self.collector.start()
-        self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
-        await self._start_grpc()
-        await self._start_metrics_http()
+        """Start everything; on failure (a port in use: ListenError) stop what had started."""
+        try:
+            for binding in self.config.sources:
+                binding.source.start()
+            self.collector.start()
+            self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
+            await self._start_grpc()
+            await self._start_metrics_http()
+        except BaseException:
+            await self.stop()
+            raise
         self._ready_task = asyncio.create_task(self._serve_when_synced(), name="health")
         log.info(
             "serving gRPC on %s:%d, metrics on %s",
@@ -113,13 +155,20 @@ class DataLayerApp:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        address = f"{self.options.grpc_host}:{self.options.grpc_port}"
-        if self.options.tls is not None:
-            port = server.add_secure_port(address, server_credentials(self.options.tls))
-        else:
-            port = server.add_insecure_port(address)
+        host, wanted = self.options.grpc_host, self.options.grpc_port
+        # gRPC reports a taken port only as "Failed to bind" (and a C-core log line), so
+        # look first: the operator gets the port and the reason in one line.
+        check_port_free("gRPC", host, wanted)
+        address = f"{host}:{wanted}"
+        try:
+            if self.options.tls is not None:
+                port = server.add_secure_port(address, server_credentials(self.options.tls))
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
+            raise ListenError(f"gRPC port {host}:{wanted}: cannot listen ({exc})") from None
         if port == 0:
-            raise OSError(f"cannot listen on {self.options.grpc_host}:{self.options.grpc_port}")
+            raise ListenError(f"gRPC port {host}:{wanted}: cannot listen")
         self.grpc_port = port
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -134,8 +183,13 @@ class DataLayerApp:
         add_status_routes(app, self)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.options.metrics_host, self.options.metrics_port)
-        await site.start()
+        host, wanted = self.options.metrics_host, self.options.metrics_port
+        site = web.TCPSite(runner, host, wanted)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(f"metrics port {host}:{wanted}: {_why(exc)}") from None
         self._http = runner
         addresses = runner.addresses
         self.metrics_port = int(addresses[0][1]) if addresses else 0
@@ -170,25 +224,55 @@ class DataLayerApp:
         changes (endpoints the new discovery no longer reports are removed, values
         move as the new sources read them). The old sources, extractors and
         discovery are stopped and closed first, so nothing of them keeps running.
+
+        Reloads are serialized: the swap awaits (closing HTTP sessions, cancelling
+        lanes), and two SIGHUPs a few milliseconds apart used to interleave there,
+        both closing the same old collector and each starting a new one, so one
+        collector and its discovery kept polling unseen. The swap also runs as its
+        own task so that cancelling a caller (shutdown) never leaves it half done;
+        `stop` takes the same lock and waits for it.
         """
         if not config.discoveries:
             raise ValueError(f"{config.file}: the configuration has no discovery")
+        swap = asyncio.create_task(self._locked_swap(config), name="reload")
+        self._swaps.add(swap)  # a strong reference while it runs, even if the caller is gone
+        swap.add_done_callback(self._swaps.discard)
+        await asyncio.shield(swap)
+
+    async def _locked_swap(self, config: DataLayerConfig) -> None:
+        async with self._lifecycle:
+            if self._stopped:
+                log.info("reload of %s skipped: the service is stopping", config.file)
+                return
+            await self._swap(config)
+
+    async def _swap(self, config: DataLayerConfig) -> None:
+        """Stop the old collector and discovery, then start the new ones (lock held)."""
+        old_collector, old_config = self.collector, self.config
         if self._discovery_task is not None:
             self._discovery_task.cancel()
             await asyncio.gather(self._discovery_task, return_exceptions=True)
-        await self.collector.close()
-        for plugin in self.config.plugins.values():
+            self._discovery_task = None
+        await old_collector.close()
+        for plugin in old_config.plugins.values():
             await plugin.close()
-        self.config = config
-        self.collector = self._new_collector(config)
+        new_collector = self._new_collector(config)
+        # Both collectors are known here (and only here): state the new one takes
+        # over from the old one is handed across at this point.
+        self.config, self.collector = config, new_collector
         for binding in config.sources:
             binding.source.start()
-        self.collector.start()
+        new_collector.start()
         self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
         log.info("configuration reloaded from %s", config.file)
 
     async def stop(self) -> None:
         """Close streams, stop serving, cancel every task, release every connection."""
+        async with self._lifecycle:  # waits for a reload in progress; later ones are skipped
+            self._stopped = True
+            await self._stop()
+
+    async def _stop(self) -> None:
         self.hub.close()
         for task in (self._ready_task, self._discovery_task):
             if task is not None:

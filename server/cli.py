@@ -16,7 +16,7 @@ from datalayer.config import ConfigError, DataLayerConfig, load_config_file
 from datalayer.params import describe_fields
 from datalayer.plugin import DataSource, Discovery, Extractor
 from datalayer.registry import Registry, default_registry, plugin_kind
-from server.app import DataLayerApp, ServeOptions
+from server.app import DataLayerApp, ListenError, ServeOptions
 from server.console import add_commands as add_console_commands
 from server.observability import setup_logging
 from server.security import TOKEN_ENV, TlsFiles, load_token
@@ -194,29 +194,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if token:
         log.info("bearer-token authentication is on (token not shown)")
 
+    exit_code = 0
+
     async def serve() -> None:
+        nonlocal exit_code
         app = DataLayerApp(config, options)
-        await app.start()
-        reloads: set[asyncio.Task[None]] = set()
+        try:
+            await app.start()
+        except ListenError as exc:  # a port in use: the operator's to fix, not a crash
+            print(f"error: {exc}", file=sys.stderr)
+            exit_code = EXIT_CONFIG
+            return
+        # One reloader: SIGHUPs during a reload coalesce into one more reload after it
+        # (each reads the file afresh), so a burst of signals never runs reloads at once.
+        requested = asyncio.Event()
 
-        def on_sighup() -> None:
-            task = asyncio.create_task(_reload(app, args.config, args.endpoints_file, registry))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+        async def reloader() -> None:
+            while True:
+                await requested.wait()
+                requested.clear()
+                try:
+                    await _reload(app, args.config, args.endpoints_file, registry)
+                except Exception:
+                    log.exception("reload failed; the service keeps running")
 
+        reloads = asyncio.create_task(reloader(), name="reloader")
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        loop.add_signal_handler(signal.SIGHUP, requested.set)
         try:
             await wait_for_signal()
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
-            for task in list(reloads):
-                task.cancel()
-            await asyncio.gather(*reloads, return_exceptions=True)
+            reloads.cancel()  # a swap in progress finishes: app.stop waits for it
+            await asyncio.gather(reloads, return_exceptions=True)
             await app.stop()
 
     run_async(serve)
-    return 0
+    return exit_code
 
 
 async def _reload(

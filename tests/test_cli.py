@@ -147,3 +147,33 @@ def test_demo_streams_updates_for_three_pods() -> None:
     assert any(line.startswith("--- synced at revision") for line in lines)
     updates = [line for line in lines if " UPDATED " in line and " fresh" in line]
     assert len(updates) >= 3, result.stdout
+
+
+@pytest.mark.parametrize("which", ["grpc", "metrics"])
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, which: str) -> None:
+    """A taken port is an operator mistake, not a crash: one line naming it, exit 2, no
+    traceback (gRPC used to raise from add_port, aiohttp an OSError from the site)."""
+    import socket
+
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text("endpoints: []\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(endpoints=endpoints))
+    with socket.socket() as taken, socket.socket() as spare:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        spare.bind(("127.0.0.1", 0))
+        busy, free = taken.getsockname()[1], spare.getsockname()[1]
+        spare.close()
+        grpc_port, metrics_port = (busy, free) if which == "grpc" else (free, busy)
+        result = run(
+            "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    label = "gRPC" if which == "grpc" else "metrics"
+    assert f"{label} port 127.0.0.1:{busy}" in errors[0]
+    assert "in use" in errors[0]

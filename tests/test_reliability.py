@@ -15,14 +15,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from datalayer.client import DataLayerClient
+from datalayer.collector import Collector
+from datalayer.config import DataLayerConfig
 from datalayer.model import EndpointUpdate
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from mockpod.server import PodGroup, start_pods
 
-from stack import DEFAULT_PODS, eventually, running_stack, write_endpoints_file
+from stack import DEFAULT_PODS, STACK_CONFIG, eventually, running_stack, write_endpoints_file
 
 DATALAYER = str(Path(sys.executable).with_name("datalayer"))
 
@@ -270,3 +273,131 @@ async def test_reload_refuses_a_bad_config_and_applies_a_good_one(tmp_path: Path
                 return "vllm:num_requests_running" in custom
 
             await eventually(applied, timeout=10, what="the reloaded config in effect")
+
+
+RELOAD_RACE_CONFIG = """\
+kind: DataLayerConfig
+plugins:
+- type: metrics-data-source
+- type: core-metrics-extractor
+- type: models-data-source
+- type: models-data-extractor
+- type: file-discovery
+  parameters: {path: ENDPOINTS, pollInterval: 50ms}
+dataLayer:
+  interval: 500ms
+  sources:
+  - pluginRef: metrics-data-source
+    extractors: [{pluginRef: core-metrics-extractor}]
+  - pluginRef: models-data-source
+    interval: 500ms
+    extractors: [{pluginRef: models-data-extractor}]
+  discovery: {pluginRef: file-discovery}
+"""
+
+
+class ScrapeCounter:
+    """Counts the scrapes a real mock pod answers (each scrape renders its page once)."""
+
+    def __init__(self, pods: PodGroup, index: int = 0) -> None:
+        self.count = 0
+        metrics = pods[index].state.metrics
+        render = metrics.render
+
+        def counting_render() -> bytes:
+            self.count += 1
+            return render()
+
+        metrics.render = counting_render  # type: ignore[method-assign]
+
+    async def rate(self, seconds: float) -> float:
+        """Scrapes per second over the next `seconds`."""
+        start = self.count
+        await asyncio.sleep(seconds)
+        return (self.count - start) / seconds
+
+
+def drain_log(process: subprocess.Popen[str]) -> list[str]:
+    """Keep reading the server's stderr in a thread (a full pipe would stall it); the lines."""
+    import threading
+
+    lines: list[str] = []
+    stream = process.stderr
+    assert stream is not None
+    threading.Thread(target=lambda: lines.extend(stream), daemon=True).start()
+    return lines
+
+
+async def test_sighup_pairs_leave_exactly_one_collector_running(tmp_path: Path) -> None:
+    """Two SIGHUPs 1-80 ms apart used to run two reloads at once: each closed the same old
+    collector and started its own new one, so one new collector (and its discovery) kept
+    polling unseen and the pods were scraped twice as often, more with every pair."""
+    async with served_process(tmp_path) as served:
+        counter = ScrapeCounter(served.pods)
+        log_lines = drain_log(served.server)
+        # 200 endpoints (all on pod-a) polled every 500 ms: a reload has real work to do.
+        pod = served.pods[0]
+        many = [{"name": f"ep-{i}", "address": "127.0.0.1", "port": pod.port} for i in range(200)]
+        served.endpoints.write_text(yaml.safe_dump({"endpoints": many}))
+        served.config.write_text(RELOAD_RACE_CONFIG.replace("ENDPOINTS", str(served.endpoints)))
+        served.server.send_signal(signal.SIGHUP)
+        await eventually(
+            lambda: _true(any("configuration reloaded" in line for line in log_lines)),
+            timeout=10,
+            what="the first reload",
+        )
+        log_lines.clear()
+        await asyncio.sleep(1.5)
+        baseline = await counter.rate(2.0)
+        assert baseline > 100, f"the pod is not being scraped ({baseline}/s)"
+        # Milliseconds between the two SIGHUPs of each pair (the tight ones race most often).
+        gaps = (1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80)
+        pairs = len(gaps)
+        for gap in gaps:
+            served.server.send_signal(signal.SIGHUP)
+            await asyncio.sleep(gap / 1000)
+            served.server.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.15)
+        await eventually(
+            lambda: _true(any("configuration reloaded" in line for line in log_lines)),
+            timeout=10,
+            what="a reload",
+        )
+        await asyncio.sleep(1.0)  # the last coalesced reload, and new lanes settling
+        after = await counter.rate(2.0)
+        print(f"scrapes/s: {baseline:.1f} before, {after:.1f} after {pairs} SIGHUP pairs")
+        assert after < 1.5 * baseline, f"{after / baseline:.1f}x the scrape rate"
+        assert served.server.poll() is None
+        assert not [line for line in log_lines if "Traceback" in line]
+
+
+async def test_concurrent_reloads_are_serialized(tmp_path: Path) -> None:
+    """The deterministic form of the SIGHUP race: reloads awaited together. Each must close
+    the collector and discovery it replaced: one collector with lanes, one discovery task."""
+    from datalayer.config import load_config_text
+    from datalayer.registry import default_registry
+
+    async with running_stack(tmp_path) as stack:
+        app = stack.app
+        made = [app.collector]
+        new_collector = app._new_collector
+
+        def recording(config: DataLayerConfig) -> Collector:
+            collector = new_collector(config)
+            made.append(collector)
+            return collector
+
+        app._new_collector = recording  # type: ignore[method-assign]
+        await eventually(lambda: _true(len(app.store) == 3), what="three endpoints")
+
+        def fresh() -> DataLayerConfig:
+            text = STACK_CONFIG.format(endpoints=stack.endpoints_file)
+            return load_config_text(text, default_registry(), file="stack.yaml")
+
+        await asyncio.gather(*(app.reload(fresh()) for _ in range(3)))
+        await eventually(lambda: _true(app.collector.task_count() > 0), what="new lanes")
+        running = [c for c in made if c.task_count() > 0]
+        assert running == [app.collector], f"{len(running)} collectors running"
+        assert len(made) == 4
+        discoveries = [t for t in asyncio.all_tasks() if t.get_name() == "discovery"]
+        assert len(discoveries) == 1, f"{len(discoveries)} discovery tasks running"
