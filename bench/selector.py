@@ -48,10 +48,10 @@ def few_long_terms(target: int, terms: int = MAX_REQUIREMENTS) -> str:
 
 
 def many_short_terms(target: int) -> str:
-    """The issue's shape: ~1 MiB of short terms (`zone in (a,b)`, `gpu`), all legal."""
+    """The issue's shape: ~1 MiB of short legal terms (bare keys, every 8th an `in` set)."""
     out, size, i = [], 0, 0
     while size < target:
-        term = f"z{i} in (a,b)" if i % 2 == 0 else f"gpu{i}"
+        term = f"z{i} in (a,b)" if i % 8 == 0 else f"g{i}"
         out.append(term)
         size += len(term) + 1
         i += 1
