@@ -167,12 +167,39 @@ class DataLayerClient:
         return response
 
     async def list_endpoints(
-        self, selector: str = "", timeout: float = 5.0
+        self, selector: str = "", timeout: float = 5.0, page_size: int = 0
     ) -> pb.ListEndpointsResponse:
-        response: pb.ListEndpointsResponse = await self._stub.ListEndpoints(
-            pb.ListEndpointsRequest(selector=selector), timeout=timeout, metadata=self._metadata
-        )
-        return response
+        """Every matching endpoint, in one response merged from all pages (the server cuts
+        pages below the 4 MiB a client accepts; they all come from one snapshot, at one
+        revision). `timeout` is per page. A listing whose snapshot expired before its last
+        page (ABORTED) is started again, a few times at most."""
+        for attempt in range(3):
+            try:
+                return await self._list_all_pages(selector, timeout, page_size)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.ABORTED or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _list_all_pages(
+        self, selector: str, timeout: float, page_size: int
+    ) -> pb.ListEndpointsResponse:
+        merged: pb.ListEndpointsResponse | None = None
+        token = ""
+        while True:
+            page: pb.ListEndpointsResponse = await self._stub.ListEndpoints(
+                pb.ListEndpointsRequest(selector=selector, page_size=page_size, page_token=token),
+                timeout=timeout,
+                metadata=self._metadata,
+            )
+            if merged is None:
+                merged = page
+            else:
+                merged.endpoints.extend(page.endpoints)
+            token = page.next_page_token
+            if not token:
+                merged.next_page_token = ""
+                return merged
 
     async def watch(
         self,

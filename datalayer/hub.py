@@ -12,6 +12,11 @@ Design, in three rules:
   the selector yields REMOVED exactly when the subscriber knew it, so a
   REMOVED is never lost and never invented.
 
+SYNCED means "this is the whole current state": a stream sends its initial
+state only once `Hub.ready` (the current collector's discovery sync) is set,
+so a Watch opened right after start or during a reload never gets a SYNCED
+with a partial or empty snapshot that would wipe a reconnecting mirror.
+
 Fan-out cost: subscribers are grouped by equal `WatchFilter`s. A flush
 evaluates each distinct filter once per dirty endpoint, and whether a filter
 selects an endpoint is remembered per group until the endpoint's spec
@@ -24,16 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from datalayer.model import ALWAYS_SENT_PARTS, EndpointSpec
 from datalayer.selector import EVERYTHING, Selector
 from datalayer.store import REMOVED_PART, EndpointRecord, EndpointStore
-
-#: Initial state is sent in chunks so no single message grows with the fleet.
-SNAPSHOT_CHUNK = 500
 
 
 class EventKind(enum.Enum):
@@ -57,6 +59,10 @@ class Batch:
     revision: int
     synced: bool = False
     full_snapshot: bool = False
+    #: Where a client that received only part of this batch can safely resume from: the
+    #: revision the subscriber was at before it (0 for a full snapshot). The encoder puts it
+    #: on every response but the last when it splits a large batch over several messages.
+    base_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,8 @@ class Subscriber:
         self,
         hub: Hub,
         watch_filter: WatchFilter,
-        initial: list[str],
-        replay: bool,
         resume_revision: int,
+        resume_instance_id: str,
         min_interval: float,
         heartbeat_interval: float,
     ) -> None:
@@ -111,11 +116,16 @@ class Subscriber:
         self.known: dict[str, int] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        #: Set with `closed`; ends the wait for the discovery sync.
+        self._closing = asyncio.Event()
+        #: The revision of the last batch handed out (what a resume from here is up to).
+        self.sent_revision = 0
+        #: The revision the initial state was taken at (-1 until then).
+        self._initial_revision = -1
         #: id(spec) -> (spec, selected?), shared by every subscriber with this filter.
         self.selects: dict[int, tuple[EndpointSpec, bool]] = {}
-        self._initial = initial
-        self._replay = replay
         self._resume_revision = resume_revision
+        self._resume_instance_id = resume_instance_id
 
     def interested(self, name: str, parts: frozenset[str]) -> bool:
         if name in self.known:
@@ -130,9 +140,13 @@ class Subscriber:
             self.pending[name] = None
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """The stream: initial state (snapshot or replay), then live batches until closed."""
-        for batch in self._initial_batches():
-            yield batch
+        """The stream: initial state (snapshot or replay) once discovery has synced, then live
+        batches until closed."""
+        if not await self._wait_ready():
+            return
+        initial = self._initial_batch()
+        self.sent_revision = self._initial_revision = initial.revision
+        yield initial
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         while not self.closed:
@@ -142,7 +156,8 @@ class Subscriber:
                         await self.wake.wait()
                 except TimeoutError:
                     last_sent = loop.time()
-                    yield Batch([], self.hub.store.revision)
+                    self.sent_revision = self.hub.store.revision
+                    yield Batch([], self.sent_revision, base_revision=self.sent_revision)
                     continue
             self.wake.clear()
             if self.closed:
@@ -156,12 +171,42 @@ class Subscriber:
                 last_sent = loop.time()
                 self.hub.stats.batches_sent += 1
                 self.hub.stats.events_sent += len(events)
-                yield Batch(events, self.hub.store.revision)
+                base, self.sent_revision = self.sent_revision, self.hub.store.revision
+                yield Batch(events, self.sent_revision, base_revision=base)
 
-    def _initial_batches(self) -> list[Batch]:
+    async def _wait_ready(self) -> bool:
+        """Wait for `hub.ready` (if any) unless the stream closes first; False when closed."""
+        ready_of = self.hub.ready
+        while not self.closed:
+            # Re-read on every wake-up: a reload swaps in a new collector with a new event.
+            ready = ready_of() if ready_of is not None else None
+            if ready is None or ready.is_set():
+                return True
+            waiters = [
+                asyncio.ensure_future(ready.wait()),
+                asyncio.ensure_future(self._closing.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return False
+
+    def _initial_batch(self) -> Batch:
+        """Decided now, not at subscribe time: the store may have changed while the stream
+        waited for the discovery sync. A resume replays the gap when the revision is this
+        instance's and the history covers it; a revision ahead of the server (a client bug or
+        a store that was reset) cannot be replayed and gets a full snapshot."""
         store = self.hub.store
+        # Whatever was marked while waiting is covered by the state computed here.
+        self.pending.clear()
+        resume = self._resume_revision
+        replay_names = None
+        if resume and self._resume_instance_id == store.instance_id and resume <= store.revision:
+            replay_names = store.changed_since(resume)
         events: list[Event] = []
-        if self._replay:
+        if replay_names is not None:
             # The client holds the state as of the resume revision: everything matching now
             # that existed then is known to it; the changed names are replayed.
             for record in store:
@@ -169,19 +214,22 @@ class Subscriber:
                     record
                 ):
                     self.known[record.name] = record.created_revision
-            for name in self._initial:
+            for name in replay_names:
                 events.extend(self._event_for(name, removed_if_unknown=True))
         else:
-            for name in self._initial:
-                events.extend(self._event_for(name, removed_if_unknown=False))
-        revision = store.revision
-        chunks = [events[i : i + SNAPSHOT_CHUNK] for i in range(0, len(events), SNAPSHOT_CHUNK)]
-        if not chunks:
-            chunks = [[]]
-        batches = [Batch(chunk, revision, full_snapshot=not self._replay) for chunk in chunks]
-        batches[-1].synced = True
+            filter_ = self.filter
+            for record in store:
+                if filter_.wants_endpoint(record):
+                    events.extend(self._event_for(record.name, removed_if_unknown=False))
         self.hub.stats.events_sent += len(events)
-        return batches
+        # One batch however large: the encoder splits it over messages by size, SYNCED last.
+        return Batch(
+            events,
+            store.revision,
+            synced=True,
+            full_snapshot=replay_names is None,
+            base_revision=0 if replay_names is None else resume,
+        )
 
     def _drain(self) -> list[Event]:
         names = list(self.pending)
@@ -213,6 +261,8 @@ class Subscriber:
             if known_generation != record.created_revision:
                 # Removed and added again between two sends: the client must drop the old one.
                 return (Event(EventKind.REMOVED, name, None), Event(EventKind.ADDED, name, record))
+            if record.revision <= self._initial_revision:
+                return ()  # marked before the initial state was taken, which already has it
             return (Event(EventKind.UPDATED, name, record),)
         if known_generation is not None or removed_if_unknown:
             self.known.pop(name, None)
@@ -228,6 +278,10 @@ class Hub:
     batch_window: float = 0.005
     max_subscribers: int = 1000
     stats: HubStats = field(default_factory=HubStats)
+    #: The current "discovery has synced" event; a stream sends its initial state (and
+    #: SYNCED) only once it is set. A callable, read again while waiting, because a reload
+    #: swaps in a new collector with its own event. None: no gate (tests, embedded use).
+    ready: Callable[[], asyncio.Event] | None = None
 
     def __post_init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
@@ -248,20 +302,11 @@ class Hub:
         """Register a subscriber; raises OverflowError past `max_subscribers`."""
         if len(self.subscribers) >= self.max_subscribers:
             raise OverflowError(f"too many subscribers (limit {self.max_subscribers})")
-        replay_names = None
-        if resume_revision and resume_instance_id == self.store.instance_id:
-            replay_names = self.store.changed_since(resume_revision)
-        if replay_names is not None:
-            initial, replay = replay_names, True
-        else:
-            initial = [r.name for r in self.store if watch_filter.wants_endpoint(r)]
-            replay = False
         subscriber = Subscriber(
             self,
             watch_filter,
-            initial,
-            replay,
             resume_revision,
+            resume_instance_id,
             min_interval,
             heartbeat_interval,
         )
@@ -275,6 +320,7 @@ class Hub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
         subscriber.wake.set()
+        subscriber._closing.set()
         if subscriber in self.subscribers:
             self.subscribers.discard(subscriber)
             group = self._groups.get(subscriber.filter)

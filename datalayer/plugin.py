@@ -69,6 +69,12 @@ class Extractor(Plugin):
         """What the source must fetch for this extractor (e.g. metric names), known at start-up."""
         return frozenset()
 
+    def produced_attributes(self) -> frozenset[str]:
+        """The attribute keys `extract` may set, known at start-up. A Watch may name these
+        (and keys some endpoint holds) in `attributes`; any other key is refused as a typo
+        rather than accepted as a stream that never sends it. Default: none."""
+        return frozenset()
+
     @abc.abstractmethod
     def extract(self, payload: Any, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
         """Record values (or per-field errors) read from `payload` in `out`; never raise."""

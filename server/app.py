@@ -27,7 +27,7 @@ from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from server.observability import SelfMetrics
 from server.security import BearerTokenInterceptor, TlsFiles, server_credentials
-from server.service import DataLayerService, add_to_server
+from server.service import DataLayerService, add_to_server, declared_attribute_keys
 from server.status_page import add_status_routes
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,12 @@ class DataLayerApp:
         self.config = config
         self.options = options or ServeOptions()
         self.store = EndpointStore()
-        self.hub = Hub(self.store, max_subscribers=self.options.max_subscribers)
+        # Streams send SYNCED only once the current collector's discovery synced (reloads too).
+        self.hub = Hub(
+            self.store,
+            max_subscribers=self.options.max_subscribers,
+            ready=lambda: self.collector.synced,
+        )
         self.metrics = SelfMetrics(self.store, self.hub)
         self.collector = self._new_collector(config)
         self.health = health.aio.HealthServicer()
@@ -150,7 +155,8 @@ class DataLayerApp:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        add_to_server(DataLayerService(self.store, self.hub), server)
+        keys = lambda: declared_attribute_keys(self.config)  # noqa: E731 - read at each Watch
+        add_to_server(DataLayerService(self.store, self.hub, attribute_keys=keys), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -191,45 +191,75 @@ class EndpointEncoder:
         for slot in [s for s in self._cache if s[0] == name]:
             del self._cache[slot]
 
-    def list_response(
-        self, records: list[EndpointRecord], revision: int, instance_id: str
+    def list_page(
+        self,
+        endpoints: Sequence[bytes],
+        revision: int,
+        instance_id: str,
+        next_page_token: str = "",
     ) -> bytes:
-        """A serialized `ListEndpointsResponse` of `records`."""
-        pieces = [
-            pb.ListEndpointsResponse(revision=revision, instance_id=instance_id).SerializeToString()
-        ]
-        pieces.extend(_field(_LIST_ENDPOINTS, self.encode(record)) for record in records)
-        return b"".join(pieces)
+        """A serialized `ListEndpointsResponse` of already serialized `Endpoint`s."""
+        header = pb.ListEndpointsResponse(
+            revision=revision, instance_id=instance_id, next_page_token=next_page_token
+        ).SerializeToString()
+        return b"".join([header, *(_field(_LIST_ENDPOINTS, data) for data in endpoints)])
+
+
+def field_size(body: bytes) -> int:
+    """Bytes `body` takes as a length-delimited field with a one-byte tag (a list entry or an
+    event): what a response grows by when it is added."""
+    return 1 + len(_varint(len(body))) + len(body)
+
+
+#: Responses are cut below the default 4 MiB receive limit of every gRPC client (grpc-go,
+#: grpc-java, grpcio, grpcurl), with room for the header fields and the HTTP/2 framing.
+MAX_RESPONSE_BYTES = 3_670_016  # 3.5 MiB
+#: And to a bounded number of events, so no message grows with the fleet either.
+MAX_RESPONSE_EVENTS = 500
 
 
 class WatchEncoder:
     """Serialized `WatchResponse`s for hub batches: each distinct one is built once.
 
     Subscribers with equal filters that keep up drain identical batches right
-    after each hub flush; the first one's response is serialized and the same
-    bytes object is handed to every other stream (gRPC sends it as is: the Watch
-    method is registered without a response serializer). Endpoints come from the
-    shared `EndpointEncoder`, so subscribers that differ in selector, or drain at
-    other times, still share each endpoint's bytes. A response is the
+    after each hub flush; the first one's responses are serialized and the same
+    bytes objects are handed to every other stream (gRPC sends them as is: the
+    Watch method is registered without a response serializer). Endpoints come
+    from the shared `EndpointEncoder`, so subscribers that differ in selector, or
+    drain at other times, still share each endpoint's bytes. A response is the
     concatenation of its header fields and its events, which protobuf parses as
-    one message. Keys are exact; the response cache is dropped past `max_bytes`.
+    one message. Keys are exact; only the most recent `max_entries` are kept.
+
+    A batch larger than `max_bytes` (or `max_events`) is split over several
+    responses, so no client hits its 4 MiB receive limit: only the last carries
+    `synced` and the batch's revision; the others carry `batch.base_revision`, a
+    revision a client that got only those can resume from without losing the rest
+    (0 within a full snapshot: resuming from 0 gets a new snapshot).
     """
 
     def __init__(
-        self, instance_id: str, endpoints: EndpointEncoder | None = None, max_entries: int = 256
+        self,
+        instance_id: str,
+        endpoints: EndpointEncoder | None = None,
+        max_entries: int = 256,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+        max_events: int = MAX_RESPONSE_EVENTS,
     ) -> None:
         self.instance_id = instance_id
         self.endpoints = endpoints or EndpointEncoder()
         #: Sharing happens between streams draining the same flush, so only the most recent
         #: responses are worth keeping; the oldest go first.
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_events = max_events
         #: Responses built vs. handed out again from the cache (for tests and benchmarks).
         self.built = 0
         self.reused = 0
-        self._responses: dict[tuple[object, ...], bytes] = {}
+        self._responses: dict[tuple[object, ...], list[bytes]] = {}
 
-    def encode(self, batch: Batch, parts: frozenset[str] = frozenset()) -> bytes:
-        """The serialized `WatchResponse` for `batch`, its endpoints filtered to `parts`."""
+    def encode(self, batch: Batch, parts: frozenset[str] = frozenset()) -> list[bytes]:
+        """The serialized `WatchResponse`s for `batch` (one unless it is too large), its
+        endpoints filtered to `parts`."""
         endpoint_key = self.endpoints.key
         keys = [
             None if event.record is None else endpoint_key(event.record, parts)
@@ -238,6 +268,7 @@ class WatchEncoder:
         key = (
             parts,
             batch.revision,
+            batch.base_revision,
             batch.synced,
             batch.full_snapshot,
             *((event.kind, event.name) for event in batch.events),
@@ -249,23 +280,37 @@ class WatchEncoder:
             return data
         if len(self._responses) >= self.max_entries:
             del self._responses[next(iter(self._responses))]
-        pieces = [
-            pb.WatchResponse(
-                revision=batch.revision,
-                instance_id=self.instance_id,
-                synced=batch.synced,
-                full_snapshot=batch.full_snapshot,
-            ).SerializeToString()
-        ]
         encode = self.endpoints.encode
+        chunks: list[list[bytes]] = [[]]
+        size = 0
         for event, event_key in zip(batch.events, keys, strict=True):
             if event.record is None:
                 endpoint = pb.Endpoint(name=event.name).SerializeToString()
             else:
                 endpoint = encode(event.record, parts, event_key)
             body = _EVENT_TYPE[event.kind] + _field(_EVENT_ENDPOINT, endpoint)
-            pieces.append(_field(_RESPONSE_EVENTS, body))
-        data = b"".join(pieces)
+            piece = _field(_RESPONSE_EVENTS, body)
+            current = chunks[-1]
+            if current and (size + len(piece) > self.max_bytes or len(current) >= self.max_events):
+                chunks.append([])
+                current, size = chunks[-1], 0
+            current.append(piece)
+            size += len(piece)
+        last = len(chunks) - 1
+        data = [
+            b"".join(
+                [
+                    pb.WatchResponse(
+                        revision=batch.revision if i == last else batch.base_revision,
+                        instance_id=self.instance_id,
+                        synced=batch.synced and i == last,
+                        full_snapshot=batch.full_snapshot,
+                    ).SerializeToString(),
+                    *chunk,
+                ]
+            )
+            for i, chunk in enumerate(chunks)
+        ]
         self._responses[key] = data
         self.built += 1
         return data

@@ -214,3 +214,78 @@ async def test_subscribers_with_equal_filters_share_work_not_state(store: Endpoi
     hub.unsubscribe(two)
     hub.unsubscribe(late)
     assert not hub.subscribers
+
+
+async def test_no_initial_state_before_discovery_synced(store: EndpointStore) -> None:
+    """A Watch opened before discovery loaded must not get SYNCED with a partial (here: one
+    of three) snapshot: a mirror reconnecting after a restart would wipe its view."""
+    store.remove("b")
+    store.remove("c")
+    synced = asyncio.Event()
+    hub = Hub(store, batch_window=0.001, ready=lambda: synced)
+    stream = hub.subscribe(WatchFilter()).batches()
+    early = asyncio.ensure_future(next_batch(stream))
+    await asyncio.sleep(0.05)
+    assert not early.done()
+    store.upsert(spec("b", app="vllm"))
+    store.upsert(spec("c", app="sglang"))
+    synced.set()
+    first = await early
+    assert first.synced
+    assert first.full_snapshot
+    assert kinds(first) == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]
+    store.apply("b", waiting(3), 1.0)
+    assert kinds(await next_batch(stream)) == [("UPDATED", "b")]  # not a second ADDED
+
+
+async def test_after_a_reload_the_new_collectors_sync_is_awaited(store: EndpointStore) -> None:
+    """`ready` is read again while waiting: a reload swaps in a new collector (a new event)."""
+    old, new = asyncio.Event(), asyncio.Event()
+    current = [old]
+    hub = Hub(store, batch_window=0.001, ready=lambda: current[0])
+    stream = hub.subscribe(WatchFilter()).batches()
+    early = asyncio.ensure_future(next_batch(stream))
+    await asyncio.sleep(0.02)
+    current[0] = new  # the reload: the old collector never synced and never will
+    await asyncio.sleep(0.02)
+    assert not early.done()
+    new.set()
+    assert (await asyncio.wait_for(early, 3)).synced
+
+
+async def test_a_stream_waiting_for_sync_ends_when_closed(store: EndpointStore) -> None:
+    hub = Hub(store, ready=asyncio.Event)  # a fresh, never-set event each time
+    stream = hub.subscribe(WatchFilter()).batches()
+    waiting_task = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.02)
+    hub.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting_task, 2)
+
+
+async def test_resume_ahead_of_the_server_gets_a_full_snapshot(store: EndpointStore) -> None:
+    """A revision this instance never reached cannot be replayed (a replay of it is 0 events
+    and the client keeps whatever it holds): the stream sends everything instead."""
+    hub = Hub(store, batch_window=0.001)
+    subscriber = hub.subscribe(WatchFilter(), store.revision + 100, store.instance_id)
+    batch = await next_batch(subscriber.batches())
+    assert batch.full_snapshot
+    assert batch.synced
+    assert kinds(batch) == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]
+
+
+async def test_batches_carry_a_safe_resume_point(store: EndpointStore) -> None:
+    """`base_revision`: the revision the subscriber was at before the batch, which the encoder
+    puts on all but the last response of a split batch."""
+    hub = Hub(store, batch_window=0.001)
+    stream = hub.subscribe(WatchFilter()).batches()
+    snapshot = await next_batch(stream)
+    assert snapshot.base_revision == 0
+    store.apply("a", waiting(1), 1.0)
+    live = await next_batch(stream)
+    assert (live.base_revision, live.revision) == (snapshot.revision, store.revision)
+    replayed = await next_batch(
+        hub.subscribe(WatchFilter(), snapshot.revision, store.instance_id).batches()
+    )
+    assert not replayed.full_snapshot
+    assert replayed.base_revision == snapshot.revision

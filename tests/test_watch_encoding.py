@@ -44,8 +44,10 @@ async def next_batch(stream: AsyncIterator[Batch]) -> Batch:
     return await asyncio.wait_for(anext(stream), timeout=2)
 
 
-def decoded(data: bytes) -> pb.WatchResponse:
-    return pb.WatchResponse.FromString(data)
+def decoded(data: list[bytes]) -> pb.WatchResponse:
+    """The one response a batch that fits in a message is encoded as."""
+    assert len(data) == 1
+    return pb.WatchResponse.FromString(data[0])
 
 
 async def test_same_filter_same_bytes_object_different_filters_their_own(
@@ -146,7 +148,7 @@ async def test_grpc_streams_with_one_filter_receive_identical_bytes(store: Endpo
             ]
             calls = [watch(s) for s in subscriptions]
             for call in calls:
-                assert decoded(await call.read()).synced
+                assert decoded([await call.read()]).synced
             assert len(hub.subscribers) == 3  # each sent its snapshot: all subscribed
             store.apply("b", update(9), 103.0)
             received = [await asyncio.wait_for(call.read(), 2) for call in calls]
@@ -169,7 +171,7 @@ async def test_grpc_streams_with_one_filter_receive_identical_bytes(store: Endpo
     assert received[0] == received[1]
     assert received[2] != received[0]
     for data in received:
-        events = decoded(data).events
+        events = decoded([data]).events
         assert [(e.endpoint.name, e.endpoint.metrics.waiting_queue_size) for e in events] == [
             ("b", 9)
         ]
@@ -180,3 +182,35 @@ async def test_grpc_streams_with_one_filter_receive_identical_bytes(store: Endpo
     assert [e.name for e in listing.endpoints] == ["a", "b"]
     assert listing.revision == store.revision
     assert listing.instance_id == store.instance_id
+
+
+async def test_a_large_batch_is_split_and_only_the_last_response_is_synced(
+    store: EndpointStore,
+) -> None:
+    """No response past `max_bytes`; SYNCED and the batch's revision only on the last; the
+    others carry a revision a client can resume from without losing the rest."""
+    hub = Hub(store, batch_window=0.001)
+    for i in range(10):
+        store.upsert(spec(f"big-{i}", app="vllm"))
+        store.apply(f"big-{i}", update(i, tuple(f"lora-{i}-{j:04}" for j in range(40))), 1.0)
+    encoder = WatchEncoder(store.instance_id, max_bytes=2_000)
+    stream = hub.subscribe(WatchFilter()).batches()
+    snapshot = await next_batch(stream)
+    responses = [pb.WatchResponse.FromString(data) for data in encoder.encode(snapshot)]
+    assert len(responses) > 3
+    assert all(len(data) < 2_200 for data in encoder.encode(snapshot))
+    assert [r.synced for r in responses] == [False] * (len(responses) - 1) + [True]
+    assert all(r.full_snapshot for r in responses)
+    assert [r.revision for r in responses[:-1]] == [0] * (len(responses) - 1)
+    assert responses[-1].revision == store.revision
+    names = [e.endpoint.name for r in responses for e in r.events]
+    assert names == [e.name for e in snapshot.events]
+
+    before = store.revision
+    for i in range(10):
+        store.apply(f"big-{i}", update(100 + i, tuple(f"x-{i}-{j:04}" for j in range(40))), 2.0)
+    live = await next_batch(stream)
+    split = [pb.WatchResponse.FromString(data) for data in encoder.encode(live)]
+    assert len(split) > 3
+    assert [r.revision for r in split] == [before] * (len(split) - 1) + [store.revision]
+    assert not any(r.synced or r.full_snapshot for r in split)

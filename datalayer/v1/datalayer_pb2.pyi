@@ -117,20 +117,26 @@ class GetEndpointRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListEndpointsRequest(_message.Message):
-    __slots__ = ("selector",)
+    __slots__ = ("selector", "page_size", "page_token")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     selector: str
-    def __init__(self, selector: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, selector: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListEndpointsResponse(_message.Message):
-    __slots__ = ("endpoints", "revision", "instance_id")
+    __slots__ = ("endpoints", "revision", "instance_id", "next_page_token")
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     revision: int
     instance_id: str
-    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Subscription(_message.Message):
     __slots__ = ("selector", "names", "attributes", "resume_revision", "resume_instance_id", "min_interval", "heartbeat_interval")

@@ -23,6 +23,9 @@ class ModelsDataExtractor(Extractor):
     Parameters = ModelsExtractorParameters
     input_type = ModelsList
 
+    def produced_attributes(self) -> frozenset[str]:
+        return frozenset({ATTRIBUTE_KEY})
+
     def extract(self, payload: ModelsList, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
         models: list[Any] = []
         for entry in payload:

@@ -75,9 +75,12 @@ def _rows(endpoints: Any, now: float) -> list[EndpointRow]:
 
 
 async def list_command(args: argparse.Namespace, client: DataLayerClient, console: Console) -> int:
+    # Every page (the client follows `next_page_token`), so no 4 MiB limit applies here.
     listing = await client.list_endpoints(args.selector, timeout=args.timeout)
     if args.json:
-        print(json.dumps(_to_dict(listing), indent=2))
+        document = _to_dict(listing)
+        document.pop("next_page_token", None)  # always empty once every page is merged
+        print(json.dumps(document, indent=2))
         return 0
     rows = sort_rows(_rows(listing.endpoints, time.time()), args.sort)
     if not rows:
