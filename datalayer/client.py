@@ -312,6 +312,7 @@ class EndpointMirror:
         self.view_stale = False
         self._server: dict[str, pb.Endpoint] = self.endpoints
         self._stale_task: asyncio.Task[None] | None = None
+        self._last_response = 0.0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
@@ -380,7 +381,10 @@ class EndpointMirror:
                         break
                     except TimeoutError:
                         log.info("watch stream silent for %.1fs; reconnecting", silence)
+                        # Lost since the last thing it said, not since the silence was noticed.
+                        self.disconnected_since = self._last_response
                         break
+                    self._last_response = time.monotonic()
                     await self._apply(response, first)
                     first = False
                     delay = self.backoff_initial
