@@ -186,6 +186,17 @@ def test_a_label_under_the_cap_is_read() -> None:
     assert out.metrics["max_active_models"] == 2
 
 
+def test_more_adapters_than_the_store_keeps_are_refused_before_sorting() -> None:
+    names = b",".join(b"a%d" % i for i in range(1_500))  # ~8 KB: under the label cap
+    out = extract(SelectiveScanner(CORE.required_names()).scan(lora_line(names)))
+    assert "active_models" not in out.metrics
+    assert (
+        "active_models: vllm:lora_requests_info: running_lora_adapters lists more than "
+        "1000 adapters (cap hit)"
+    ) in out.errors
+    assert out.metrics["waiting_models"] == ()  # the other list is fine
+
+
 # --- item 8: cache bytes ----------------------------------------------------------------------
 
 

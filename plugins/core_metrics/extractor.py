@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final
 
-from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.model import MAX_LIST_ITEMS, EndpointSpec, EndpointUpdate
 from datalayer.plugin import Extractor, ParameterError
 from plugins.prometheus.custom import read_custom
 from plugins.prometheus.samples import MetricSamples, Sample
@@ -265,9 +265,8 @@ def _first_usable(samples: MetricSamples, alternatives: Sequence[MetricSpec]) ->
     return None
 
 
-def _capped(samples: MetricSamples, alternatives: Sequence[MetricSpec]) -> str | None:
+def _capped(caps: Mapping[str, str], alternatives: Sequence[MetricSpec]) -> str | None:
     """The field error for the first of `alternatives` whose lines hit a scan cap, if any."""
-    caps = samples.caps
     if caps:
         for spec in alternatives:
             note = caps.get(spec.name)
@@ -351,10 +350,11 @@ class CoreMetricsExtractor(Extractor):
 
     def extract(self, payload: MetricSamples, endpoint: EndpointSpec, out: EndpointUpdate) -> None:
         mapping = self.engine_for(endpoint)
-        self._counts(payload, mapping.queued, "waiting_queue_size", out)
-        self._counts(payload, mapping.running, "running_requests_size", out)
+        caps = payload.caps  # read once: empty on every page that hit no scan cap
+        self._counts(payload, caps, mapping.queued, "waiting_queue_size", out)
+        self._counts(payload, caps, mapping.running, "running_requests_size", out)
         if mapping.kv_usage:
-            capped = _capped(payload, mapping.kv_usage)
+            capped = _capped(caps, mapping.kv_usage) if caps else None
             values = None if capped else _first_usable(payload, mapping.kv_usage)
             if capped:
                 out.error("kv_cache_usage_percent", capped)
@@ -363,21 +363,25 @@ class CoreMetricsExtractor(Extractor):
             else:
                 out.set_metric("kv_cache_usage_percent", sum(v / len(values) for v in values))
         if mapping.lora:
-            self._lora(payload, mapping.lora, out)
+            self._lora(payload, caps, mapping.lora, out)
         if mapping.cache_info:
-            self._cache_info(payload, mapping, out)
-        self._cache_gauge(payload, mapping.cache_block_size, "cache_block_size", out)
-        self._cache_gauge(payload, mapping.cache_num_blocks, "cache_num_blocks", out)
+            self._cache_info(payload, caps, mapping, out)
+        self._cache_gauge(payload, caps, mapping.cache_block_size, "cache_block_size", out)
+        self._cache_gauge(payload, caps, mapping.cache_num_blocks, "cache_num_blocks", out)
         for key, spec, optional in mapping.custom:
             read_custom(payload, spec, key, optional, out)
 
     @staticmethod
     def _counts(
-        payload: MetricSamples, specs: Sequence[MetricSpec], field_name: str, out: EndpointUpdate
+        payload: MetricSamples,
+        caps: Mapping[str, str],
+        specs: Sequence[MetricSpec],
+        field_name: str,
+        out: EndpointUpdate,
     ) -> None:
         if not specs:
             return
-        capped = _capped(payload, specs)
+        capped = _capped(caps, specs) if caps else None
         if capped:
             out.error(field_name, capped)
             return
@@ -389,8 +393,13 @@ class CoreMetricsExtractor(Extractor):
             out.set_metric(field_name, round(total))
 
     @staticmethod
-    def _lora(payload: MetricSamples, specs: Sequence[MetricSpec], out: EndpointUpdate) -> None:
-        capped = _capped(payload, specs)
+    def _lora(
+        payload: MetricSamples,
+        caps: Mapping[str, str],
+        specs: Sequence[MetricSpec],
+        out: EndpointUpdate,
+    ) -> None:
+        capped = _capped(caps, specs) if caps else None
         if capped:
             for field_name in _LORA_FIELDS:
                 out.error(field_name, capped)
@@ -408,8 +417,19 @@ class CoreMetricsExtractor(Extractor):
                 out.error(field_name, _missing(specs))
             return
         latest = max(usable, key=lambda s: s.value)
-        out.set_metric("active_models", _adapters(latest.labels.get("running_lora_adapters")))
-        out.set_metric("waiting_models", _adapters(latest.labels.get("waiting_lora_adapters")))
+        for field_name, label in (
+            ("active_models", "running_lora_adapters"),
+            ("waiting_models", "waiting_lora_adapters"),
+        ):
+            text = latest.labels.get(label)
+            # Counted before splitting and sorting: the store refuses longer lists anyway.
+            if text and text.count(",") >= MAX_LIST_ITEMS:
+                out.error(
+                    field_name,
+                    f"{specs[0].name}: {label} lists more than {MAX_LIST_ITEMS} adapters (cap hit)",
+                )
+            else:
+                out.set_metric(field_name, _adapters(text))
         max_lora = _as_int(latest.labels.get("max_lora"))
         if max_lora is None:
             out.error("max_active_models", f"{specs[0].name} has no integer label max_lora")
@@ -417,8 +437,10 @@ class CoreMetricsExtractor(Extractor):
             out.set_metric("max_active_models", max_lora)
 
     @staticmethod
-    def _cache_info(payload: MetricSamples, mapping: EngineMapping, out: EndpointUpdate) -> None:
-        capped = _capped(payload, mapping.cache_info)
+    def _cache_info(
+        payload: MetricSamples, caps: Mapping[str, str], mapping: EngineMapping, out: EndpointUpdate
+    ) -> None:
+        capped = _capped(caps, mapping.cache_info) if caps else None
         if capped:
             out.error("cache_block_size", capped)
             out.error("cache_num_blocks", capped)
@@ -440,9 +462,13 @@ class CoreMetricsExtractor(Extractor):
 
     @staticmethod
     def _cache_gauge(
-        payload: MetricSamples, specs: Sequence[MetricSpec], field_name: str, out: EndpointUpdate
+        payload: MetricSamples,
+        caps: Mapping[str, str],
+        specs: Sequence[MetricSpec],
+        field_name: str,
+        out: EndpointUpdate,
     ) -> None:
-        capped = _capped(payload, specs)
+        capped = _capped(caps, specs) if caps else None
         if capped:
             out.error(field_name, capped)
             return

@@ -17,7 +17,8 @@ def read_custom(
     A value not read this tick keeps its old value and update time. A family that hit
     a scan cap (`MetricSamples.caps`) is an error naming the cap, optional or not: its
     kept series are incomplete, so their sum would under-report."""
-    note = samples.caps.get(spec.name) if samples.caps else None
+    caps = samples.caps
+    note = caps.get(spec.name) if caps else None
     if note is not None:
         out.error(f"custom[{key}]", f"{spec.name}: {note}")
         return
