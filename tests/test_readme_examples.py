@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 def readme_python_snippet(text: str) -> str:
     """The README's one ```python block (the client example)."""
     (snippet,) = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
-    return snippet
+    return str(snippet)
 
 
 def readme_curl_commands(text: str) -> list[str]:
@@ -156,3 +157,24 @@ def test_readme_control_curl_lines_against_the_demo(demo: Demo) -> None:
     kinds = {tuple(sorted(json.loads(shlex.split(c)[-1]))) for c in commands if "-d" in c}
     assert ("fault",) in kinds, commands
     assert ("fault", "reset") in kinds, commands
+
+
+def test_demo_on_a_taken_port_says_so_and_prints_the_port_it_got() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--grpc-port", str(port), "--metrics-port", "0", "--pod-port", "0"]
+        with running_demo(*args, "--fault-every", "0") as demo:
+            assert any(f"gRPC port {port} is in use" in line for line in demo.lines), demo.lines
+            assert demo.grpc_port not in (0, port)
+            listing = demo.banner_commands("grpcurl")
+            assert listing[0] == f"grpcurl -plaintext localhost:{demo.grpc_port} list"
+            result = subprocess.run(
+                [str(Path(sys.executable).with_name("grpcurl")), *shlex.split(listing[0])[1:]],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            assert "datalayer.v1.DataLayer" in result.stdout.split()

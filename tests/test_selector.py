@@ -2,6 +2,7 @@ import contextlib
 from collections.abc import Callable
 from typing import SupportsIndex
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,6 +81,8 @@ def test_never_raises_anything_but_selector_error(text: str) -> None:
 from selector_oracle import old_parse_selector  # noqa: E402
 
 from datalayer.selector import MAX_REQUIREMENTS, MAX_SELECTOR_LENGTH  # noqa: E402
+
+from stack import Stack  # noqa: E402
 
 _ALPHABET = " ,=!()inotabcxyz/-._A9\t"
 _key_names = st.from_regex(r"[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,5}[a-zA-Z0-9])?", fullmatch=True)
@@ -207,3 +210,17 @@ def test_error_in_a_long_selector_quotes_only_its_start() -> None:
     message = str(info.value)
     assert f"at character {len(text) - 5}: expected a label key" in message
     assert len(message) < 400
+
+
+async def test_service_answers_invalid_argument_naming_the_caps(stack: Stack) -> None:
+    """The caps reach gRPC clients as INVALID_ARGUMENT (server/service.py maps SelectorError)."""
+    too_long = ",".join(f"k{i}" for i in range(MAX_SELECTOR_LENGTH // 4))
+    too_many = ",".join(f"k{i}" for i in range(MAX_REQUIREMENTS + 1))
+    for text, cap in [
+        (too_long, f"cap of {MAX_SELECTOR_LENGTH} characters"),
+        (too_many, f"more than {MAX_REQUIREMENTS} requirements"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stack.client.list_endpoints(selector=text)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert cap in (info.value.details() or "")
