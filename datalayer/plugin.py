@@ -26,6 +26,7 @@ A minimal extractor, for a source whose payload is a `dict`::
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -116,6 +117,16 @@ class PollingDataSource(DataSource):
     @abc.abstractmethod
     async def poll(self, endpoint: EndpointSpec) -> Any:
         """Fetch one payload from `endpoint`; raise on failure (the collector records why)."""
+
+    def start_poll(self, endpoint: EndpointSpec) -> asyncio.Future[Any]:
+        """Begin one poll; the future resolves to the payload or fails with the reason.
+
+        The default runs `poll` as a task. A source on a callback-driven transport
+        overrides it to skip the task (the collector starts thousands of polls a
+        second). Cancelling the future must abort the poll: it is how the collector's
+        timeout ends a hung request.
+        """
+        return asyncio.ensure_future(self.poll(endpoint))
 
 
 class PayloadSink(Protocol):

@@ -152,24 +152,26 @@ async def test_extractor_exception_is_a_field_error_not_a_crash() -> None:
     await collector.close()
 
 
-async def test_delete_cancels_and_awaits_the_task_and_relabel_keeps_it() -> None:
+async def test_relabel_keeps_the_lane_and_delete_cancels_and_awaits_the_poll() -> None:
     source = ScriptedSource()
     store, collector = make(source)
     await collector.upsert(spec("a", tier="x"))
     await until(lambda: source.polls.get("a", 0) >= 2)
-    tasks_before = {t for t in asyncio.all_tasks() if t.get_name().startswith("collect a")}
+    (before,) = collector.lane_states("a")
     await collector.upsert(spec("a", tier="y"))  # relabel
-    tasks_after = {t for t in asyncio.all_tasks() if t.get_name().startswith("collect a")}
-    assert tasks_before == tasks_after
-    assert len(tasks_after) == 1
+    (after,) = collector.lane_states("a")
+    assert after.polls >= before.polls >= 2  # the same lane: a new one would start at 0
     record = store.get("a")
     assert record is not None
     assert record.spec.labels == {"tier": "y"}
+    source.slow.add("a")
+    await until(lambda: source.active == 1)  # a poll hangs in flight
     await collector.delete("a")
-    (task,) = tasks_after
-    assert task.done()
+    assert source.active == 0  # cancelled and ended before delete returned
     assert store.get("a") is None
     assert collector.task_count() == 0
+    assert collector.lane_count() == 0
+    await collector.close()
 
 
 async def test_replace_all_applies_removals_then_additions_in_order() -> None:

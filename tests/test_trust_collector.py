@@ -9,15 +9,18 @@ sources whose configuration did not change.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+from stack import Stack, eventually, running_stack
 from test_collector import CountExtractor, ScriptedSource, make, spec, until
 
 from datalayer.collector import Collector, spec_problem, staleness_window
-from datalayer.config import CollectorSettings, SourceBinding
+from datalayer.config import CollectorSettings, SourceBinding, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import Duration
 from datalayer.plugin import Extractor
+from datalayer.registry import default_registry
 from datalayer.store import EndpointStore
 
 
@@ -177,3 +180,63 @@ async def test_an_endpoint_with_oversized_labels_is_refused_by_name() -> None:
     assert "cap" in problem
     assert spec_problem(EndpointSpec("n" * 300, "h", 1)) != ""
     await collector.close()
+
+
+SLOW_MODELS_CONFIG = """\
+kind: DataLayerConfig
+plugins:
+- type: metrics-data-source
+- type: core-metrics-extractor
+- type: models-data-source
+  parameters: {{}}
+- type: models-data-extractor
+- type: file-discovery
+  parameters: {{path: {endpoints}, pollInterval: 50ms}}
+dataLayer:
+  interval: 50ms
+  timeout: 300ms
+  stalenessThreshold: 500ms
+  sources:
+  - pluginRef: metrics-data-source
+    extractors: [{{pluginRef: core-metrics-extractor}}]
+  - pluginRef: models-data-source
+    interval: 1s
+    extractors: [{{pluginRef: models-data-extractor}}]
+  discovery: {{pluginRef: file-discovery}}
+"""
+
+
+async def _stale_fraction(stack: Stack, seconds: float) -> float:
+    """Sample every endpoint's `stale` over real gRPC for `seconds`."""
+    samples = stale = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        for endpoint in (await stack.client.list_endpoints()).endpoints:
+            samples += 1
+            stale += endpoint.stale
+        await asyncio.sleep(0.05)
+    return stale / samples
+
+
+async def test_healthy_pods_with_a_slow_source_are_never_stale_even_across_a_reload(
+    tmp_path: Path,
+) -> None:
+    """The README's shape (models every 5 s, threshold 2 s) scaled down: models every 1 s,
+    threshold 0.5 s. Real mock pods, real HTTP, real gRPC; stale samples before the fix: ~50%."""
+    async with running_stack(tmp_path, SLOW_MODELS_CONFIG) as stack:
+
+        async def all_fresh() -> bool:
+            listed = (await stack.client.list_endpoints()).endpoints
+            return len(listed) == 3 and not any(e.stale for e in listed)
+
+        await eventually(all_fresh, timeout=10, what="all three pods fresh")
+        assert await _stale_fraction(stack, 2.5) == 0.0
+        # A reload of the same configuration keeps the lanes: nothing turns stale.
+        config = load_config_text(
+            SLOW_MODELS_CONFIG.format(endpoints=stack.endpoints_file),
+            default_registry(),
+            file="stack.yaml",
+        )
+        await stack.app.reload(config)
+        assert await _stale_fraction(stack, 1.5) == 0.0
