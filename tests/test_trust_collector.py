@@ -12,7 +12,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from stack import Stack, eventually, running_stack
 from test_collector import CountExtractor, ScriptedSource, make, spec, until
 
 from datalayer.collector import Collector, spec_problem, staleness_window
@@ -22,6 +21,8 @@ from datalayer.params import Duration
 from datalayer.plugin import Extractor
 from datalayer.registry import default_registry
 from datalayer.store import EndpointStore
+
+from stack import Stack, eventually, running_stack
 
 
 class _Params:
