@@ -36,18 +36,18 @@ sched = _load()
 
 def ep(
     name: str,
-    waiting: int = 0,
-    kv: float = 0.0,
+    waiting: int | None = 0,
+    kv: float | None = 0.0,
     stale: bool = False,
     custom: Mapping[str, float] | None = None,
 ) -> pb.Endpoint:
-    return pb.Endpoint(
-        name=name,
-        stale=stale,
-        metrics=pb.Metrics(
-            waiting_queue_size=waiting, kv_cache_usage_percent=kv, custom=dict(custom or {})
-        ),
-    )
+    """An endpoint as the service sends it; None leaves a typed field absent (not read)."""
+    metrics = pb.Metrics(custom=dict(custom or {}))
+    if waiting is not None:
+        metrics.waiting_queue_size = waiting
+    if kv is not None:
+        metrics.kv_cache_usage_percent = kv
+    return pb.Endpoint(name=name, stale=stale, metrics=metrics)
 
 
 def test_queue_scores_are_min_max_normalised() -> None:
@@ -62,6 +62,43 @@ def test_kv_cache_scores_are_one_minus_usage() -> None:
         0.75,
         0.0,
     ]
+
+
+def test_absent_fields_score_as_the_worst_case() -> None:
+    # An absent queue scores 0 and takes no part in the min-max range of the known ones.
+    assert sched.queue_scores([ep("a", None), ep("b", 2), ep("c", 6)]) == [0.0, 1.0, 0.0]
+    assert sched.queue_scores([ep("a", None), ep("b", 3)]) == [0.0, 1.0]
+    assert sched.queue_scores([ep("a", None), ep("b", None)]) == [0.0, 0.0]
+    assert sched.kv_cache_scores([ep("a", kv=None), ep("b", kv=0.25)]) == [0.0, 0.75]
+
+
+def test_an_absent_queue_never_wins_over_a_known_small_queue() -> None:
+    """Read as 0 (proto3's default), the unread pod would be the best one there is."""
+    decision = sched.pick(
+        [ep("a-unread", waiting=None), ep("b-queue-5", waiting=5)], sched.Config()
+    )
+    assert decision.pick == "b-queue-5"
+    assert [s.waiting for s in decision.ranked] == [5, None]
+    decision = sched.pick([ep("a-unread", kv=None), ep("b-half-full", kv=0.5)], sched.Config())
+    assert decision.pick == "b-half-full"
+    # Nothing known at all about one pod: the other, busy as it is, still wins.
+    decision = sched.pick([ep("a-unread", None, None), ep("b-busy", 9, 0.9)], sched.Config())
+    assert decision.pick == "b-busy"
+    lines = sched.format_decision(1, decision, sched.Config())
+    assert lines[2] == (
+        "  a-unread score=0.000 queue=0.000 (waiting absent, worst case) "
+        "kv=0.000 (usage absent, worst case)"
+    )
+
+
+def test_a_disconnected_mirror_is_named_in_the_pick() -> None:
+    decision = sched.pick([ep("a", None, None, stale=True)], sched.Config())
+    decision.unreachable_for = 2.5
+    line = sched.format_decision(3, decision, sched.Config())[0]
+    assert line == (
+        "pick 3: a score=0.000 (best of 1; all stale, scored anyway; "
+        "data layer unreachable for 2.5s)"
+    )
 
 
 def test_metric_scores_clamp_and_use_the_worst_case_when_missing() -> None:

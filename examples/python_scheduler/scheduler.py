@@ -9,6 +9,11 @@ and why:
 - metric scorer: one ``metrics.custom`` key, clamped to ``[min, max]`` and mapped to 0..1
   (inverted when minimising); a missing key counts as the worst case of that range.
 
+Unknown is never zero: a typed field the data layer has not read (within its staleness
+threshold) is absent on the wire, and every scorer gives it its worst case (an absent queue
+scores 0 like the longest one, an absent KV-cache use counts as a full cache), so a pod that
+was not read never wins over one that was. Reading the bare field would see 0, the best value.
+
 The total is the weighted sum; the highest total wins, ties going to the first name.
 Endpoints whose data is stale are left out, unless every one is stale.
 
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from datalayer.client import DataLayerClient
+from datalayer.client import DataLayerClient, metric
 from datalayer.params import parse_duration
 from datalayer.v1 import datalayer_pb2 as pb
 
@@ -57,20 +62,42 @@ class Config:
             )
 
 
+def waiting(endpoint: pb.Endpoint) -> int | None:
+    """The waiting queue, or None when the data layer has not read it (absent on the wire)."""
+    value = metric(endpoint, "waiting_queue_size")
+    return None if value is None else int(value)
+
+
+def kv_usage(endpoint: pb.Endpoint) -> float | None:
+    """KV-cache use (0..1), or None when not read (absent on the wire)."""
+    value = metric(endpoint, "kv_cache_usage_percent")
+    return None if value is None else float(value)
+
+
 def queue_scores(endpoints: Sequence[pb.Endpoint]) -> list[float]:
-    """Upstream's queue-scorer: shortest queue 1, longest 0; all equal scores 1 each."""
-    queues = [ep.metrics.waiting_queue_size for ep in endpoints]
-    if not queues:
-        return []
-    lo, hi = min(queues), max(queues)
+    """Upstream's queue-scorer: shortest queue 1, longest 0; all equal scores 1 each.
+
+    An absent queue scores 0, the worst case (as the longest queue does), and takes no part in
+    the min-max range, so it can neither win nor stretch the scale of the known ones.
+    """
+    queues = [waiting(ep) for ep in endpoints]
+    known = [q for q in queues if q is not None]
+    if not known:
+        return [0.0] * len(queues)
+    lo, hi = min(known), max(known)
     if hi == lo:
-        return [1.0] * len(queues)
-    return [(hi - q) / (hi - lo) for q in queues]
+        return [0.0 if q is None else 1.0 for q in queues]
+    return [0.0 if q is None else (hi - q) / (hi - lo) for q in queues]
 
 
 def kv_cache_scores(endpoints: Sequence[pb.Endpoint]) -> list[float]:
-    """Upstream's kv-cache-utilization-scorer: 1 - KV-cache use (a 0..1 fraction)."""
-    return [1.0 - ep.metrics.kv_cache_usage_percent for ep in endpoints]
+    """Upstream's kv-cache-utilization-scorer: 1 - KV-cache use (a 0..1 fraction); an absent
+    use counts as a full cache (score 0), the worst case."""
+    scores = []
+    for ep in endpoints:
+        usage = kv_usage(ep)
+        scores.append(0.0 if usage is None else 1.0 - usage)
+    return scores
 
 
 def metric_value(endpoint: pb.Endpoint, config: Config) -> tuple[float, bool]:
@@ -111,8 +138,8 @@ class Scored:
     total: float
     queue: float
     kv: float
-    waiting: int
-    kv_usage: float
+    waiting: int | None  # None: absent on the wire (not known), scored as the worst case
+    kv_usage: float | None
     stale: bool
     metric: float = 0.0
     metric_value: float = math.nan
@@ -125,6 +152,9 @@ class Decision:
     ranked: list[Scored] = field(default_factory=list)  # best first
     skip_stale: list[str] = field(default_factory=list)
     all_stale: bool = False
+    #: Seconds the mirror has been without the data layer, once past its staleness threshold
+    #: (its whole view is then stale and unknown): 0 while connected.
+    unreachable_for: float = 0.0
 
 
 def pick(endpoints: Sequence[pb.Endpoint], config: Config) -> Decision:
@@ -141,8 +171,8 @@ def pick(endpoints: Sequence[pb.Endpoint], config: Config) -> Decision:
             total=config.queue_weight * queue[i] + config.kv_weight * kv[i],
             queue=queue[i],
             kv=kv[i],
-            waiting=ep.metrics.waiting_queue_size,
-            kv_usage=ep.metrics.kv_cache_usage_percent,
+            waiting=waiting(ep),
+            kv_usage=kv_usage(ep),
             stale=ep.stale,
         )
         if metric is not None:
@@ -163,13 +193,14 @@ def format_decision(n: int, decision: Decision, config: Config) -> list[str]:
         why.append("stale, skipped: " + ",".join(decision.skip_stale))
     if decision.all_stale:
         why.append("all stale, scored anyway")
+    if decision.unreachable_for:
+        why.append(f"data layer unreachable for {decision.unreachable_for:.1f}s")
     best = decision.ranked[0]
     lines = [f"pick {n}: {decision.pick} score={best.total:.3f} ({'; '.join(why)})"]
     for s in decision.ranked:
-        line = (
-            f"  {s.name} score={s.total:.3f} queue={s.queue:.3f} (waiting={s.waiting}) "
-            f"kv={s.kv:.3f} (usage={s.kv_usage:.3f})"
-        )
+        queue = f"waiting={s.waiting}" if s.waiting is not None else "waiting absent, worst case"
+        kv = f"usage={s.kv_usage:.3f}" if s.kv_usage is not None else "usage absent, worst case"
+        line = f"  {s.name} score={s.total:.3f} queue={s.queue:.3f} ({queue}) kv={s.kv:.3f} ({kv})"
         if config.metric_key:
             if s.metric_present:
                 line += f" metric={s.metric:.3f} ({config.metric_key}={s.metric_value:g})"
@@ -216,6 +247,8 @@ async def run(
         n = 1
         while picks == 0 or n <= picks:
             decision = pick(list(mirror.endpoints.values()), config)
+            if mirror.view_stale:
+                decision.unreachable_for = mirror.disconnected_for()
             print("\n".join(format_decision(n, decision, config)), file=out, flush=True)
             if (picks and n == picks) or time.monotonic() + interval > deadline:
                 break
