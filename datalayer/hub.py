@@ -156,7 +156,8 @@ class Subscriber:
                         await self.wake.wait()
                 except TimeoutError:
                     last_sent = loop.time()
-                    self.sent_revision = self.hub.store.revision
+                    # Never below what was sent: the initial state read the store directly.
+                    self.sent_revision = max(self.sent_revision, self.hub.covered_revision())
                     yield Batch([], self.sent_revision, base_revision=self.sent_revision)
                     continue
             self.wake.clear()
@@ -171,7 +172,8 @@ class Subscriber:
                 last_sent = loop.time()
                 self.hub.stats.batches_sent += 1
                 self.hub.stats.events_sent += len(events)
-                base, self.sent_revision = self.sent_revision, self.hub.store.revision
+                base = self.sent_revision
+                self.sent_revision = max(base, self.hub.covered_revision())
                 yield Batch(events, self.sent_revision, base_revision=base)
 
     async def _wait_ready(self) -> bool:
@@ -288,8 +290,18 @@ class Hub:
         #: Subscribers by filter: a flush evaluates each distinct filter once per endpoint.
         self._groups: dict[WatchFilter, list[Subscriber]] = {}
         self._dirty: dict[str, frozenset[str]] = {}
+        #: The revision of the oldest change not yet flushed to subscribers (None: none).
+        self._dirty_from: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self.store.add_listener(self._on_change)
+
+    def covered_revision(self) -> int:
+        """The revision a live batch or heartbeat brings a subscriber up to: the store's,
+        less any change still waiting for the next flush (it is in no pending set yet, so
+        a client resuming from the store's revision would never be sent it)."""
+        if self._dirty_from is None:
+            return self.store.revision
+        return self._dirty_from - 1
 
     def subscribe(
         self,
@@ -342,6 +354,8 @@ class Hub:
             return  # a new subscriber starts from a snapshot, so there is nothing to keep
         previous = self._dirty.get(name)
         self._dirty[name] = parts if previous is None else previous | parts
+        if self._dirty_from is None:
+            self._dirty_from = revision
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self.batch_window, self.flush)
@@ -350,6 +364,7 @@ class Hub:
         """Hand the dirty endpoints to every interested subscriber and wake it."""
         self._flush_handle = None
         dirty, self._dirty = self._dirty, {}
+        self._dirty_from = None
         store = self.store
         stats = self.stats
         for watch_filter, group in self._groups.items():

@@ -289,3 +289,20 @@ async def test_batches_carry_a_safe_resume_point(store: EndpointStore) -> None:
     )
     assert not replayed.full_snapshot
     assert replayed.base_revision == snapshot.revision
+
+
+async def test_a_revision_sent_never_covers_a_change_not_yet_flushed(
+    store: EndpointStore,
+) -> None:
+    """A heartbeat (or batch) sent while a commit waits for the next flush must not claim its
+    revision: a client resuming from it would never be sent that change."""
+    hub = Hub(store, batch_window=0.5)
+    stream = hub.subscribe(WatchFilter(), heartbeat_interval=0.05).batches()
+    snapshot = await next_batch(stream)
+    store.apply("a", waiting(4), 1.0)  # dirty for half a second
+    beat = await next_batch(stream)
+    assert beat.events == []
+    assert beat.revision < store.revision
+    resumed = hub.subscribe(WatchFilter(), beat.revision, store.instance_id).batches()
+    assert kinds(await next_batch(resumed)) == [("UPDATED", "a")]
+    assert snapshot.revision == beat.revision

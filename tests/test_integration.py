@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -13,9 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from datalayer.client import DataLayerClient
+from datalayer.config import load_config_text
+from datalayer.model import EndpointSpec
+from datalayer.plugin import Discovery, DiscoverySink
+from datalayer.registry import default_registry
 from datalayer.v1 import datalayer_pb2 as pb
+from mockpod.server import start_pods
+from server.app import DataLayerApp, ServeOptions
 
-from stack import Stack, eventually
+from stack import DEFAULT_PODS, STACK_CONFIG, Stack, eventually
 
 
 async def fresh(stack: Stack, name: str) -> pb.Endpoint:
@@ -222,3 +229,64 @@ async def test_mirror_converges_to_the_list(stack: Stack) -> None:
         await asyncio.wait_for(mirror.wait_for(converged), timeout=5)
         listing = await stack.client.list_endpoints("app=vllm")
         assert sorted(mirror.endpoints) == sorted(e.name for e in listing.endpoints)
+
+
+class GatedDiscovery(Discovery):
+    """Reports its endpoints one at a time and syncs only when the test opens `gate`: the
+    window right after start (or a reload) where a store holds a partial fleet."""
+
+    type_name = "gated-discovery-for-tests"
+    Parameters = dict
+
+    def __init__(self, specs: list[EndpointSpec]) -> None:
+        super().__init__("gated", {})
+        self.specs = specs
+        self.gate = asyncio.Event()
+
+    async def run(self, sink: DiscoverySink) -> None:
+        await sink.upsert(self.specs[0])
+        await self.gate.wait()
+        for spec in self.specs[1:]:
+            await sink.upsert(spec)
+        sink.mark_synced()
+        await asyncio.Event().wait()
+
+
+async def test_watch_opened_before_discovery_synced_waits_for_the_whole_fleet(
+    tmp_path: Path,
+) -> None:
+    """A mirror reconnecting right after a restart must not get SYNCED with 1 of 3 endpoints
+    (it would drop the other two from its view): the stream waits for the discovery sync."""
+    pods = await start_pods(DEFAULT_PODS)
+    config = load_config_text(
+        STACK_CONFIG.format(endpoints=tmp_path / "unused.yaml"), default_registry(), file="s.yaml"
+    )
+    discovery = GatedDiscovery(
+        [
+            EndpointSpec(pod.spec.name, "127.0.0.1", pod.port, "", {"app": "vllm"})
+            for pod in pods.pods
+        ]
+    )
+    config.discoveries = [discovery]
+    app = DataLayerApp(config, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=None))
+    await app.start()
+    try:
+        async with DataLayerClient(f"127.0.0.1:{app.grpc_port}") as client:
+
+            async def one_known() -> bool:
+                return len((await client.list_endpoints()).endpoints) == 1
+
+            await eventually(one_known, what="the first endpoint in the store")
+            stream = client.watch(selector="app=vllm")
+            first = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.3)
+            assert not first.done(), "initial state sent before discovery synced"
+            discovery.gate.set()
+            response = await asyncio.wait_for(first, 5)
+            assert response.synced
+            assert response.full_snapshot
+            assert sorted(e.endpoint.name for e in response.events) == ["pod-a", "pod-b", "pod-c"]
+            await stream.aclose()
+    finally:
+        await app.stop()
+        await pods.close()
