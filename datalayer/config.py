@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from datalayer.params import DecodeError, Duration, decode_dataclass
+from datalayer.params import DecodeError, Duration, decode_dataclass, resolve_file_paths
 from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
 from datalayer.registry import Registry, plugin_kind
 from datalayer.selector import EVERYTHING, Selector, SelectorError, parse_selector
@@ -171,17 +171,26 @@ def load_config_file(path: str | Path, registry: Registry) -> DataLayerConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(file, "", f"not UTF-8: {exc}") from None
-    return load_config_text(text, registry, file=file)
+    # Relative file parameters mean "next to this config", wherever the process runs.
+    return load_config_text(text, registry, file=file, base_dir=Path(path).resolve().parent)
 
 
-def load_config_text(text: str, registry: Registry, file: str = "<config>") -> DataLayerConfig:
-    """Load a config from YAML text; `file` is only used to locate errors."""
-    return _Loader(text, registry, file).load()
+def load_config_text(
+    text: str, registry: Registry, file: str = "<config>", base_dir: Path | None = None
+) -> DataLayerConfig:
+    """Load a config from YAML text; `file` is only used to locate errors.
+
+    `base_dir` is the folder relative file parameters (`FilePath` fields: discovery files,
+    status-file templates, CA/cert/key files) are resolved against; None keeps them as
+    written, relative to the working directory (text that came from no file).
+    """
+    return _Loader(text, registry, file, base_dir).load()
 
 
 class _Loader:
-    def __init__(self, text: str, registry: Registry, file: str) -> None:
+    def __init__(self, text: str, registry: Registry, file: str, base_dir: Path | None) -> None:
         self.text = text
+        self.base_dir = base_dir
         self.registry = registry
         self.file = file
         self.root_node: yaml.Node | None = None
@@ -329,6 +338,8 @@ class _Loader:
             params_path = f"{path}.parameters"
             try:
                 params = decode_dataclass(cls.Parameters, entry.parameters, params_path)
+                if self.base_dir is not None:
+                    params = resolve_file_paths(params, self.base_dir)
                 plugins[name] = cls(name, params)
             except DecodeError as exc:
                 raise self.error(exc.path, exc.message) from None

@@ -12,7 +12,8 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 
 class DecodeError(ValueError):
@@ -26,6 +27,17 @@ class DecodeError(ValueError):
 
 class Duration(float):
     """Seconds, written in YAML as a number or a Go-style duration string (`50ms`, `1m30s`)."""
+
+
+class _FilePathMark:
+    """The `Annotated` mark of :data:`FilePath` fields."""
+
+
+#: A local file path (or path template), declared as `path: FilePath`. Written relative, it
+#: is relative to the config file's folder, not to the working directory of whoever
+#: started the process: the loader resolves it with :func:`resolve_file_paths`. For type
+#: checkers and decoding it is a plain `str` (callers pass strings).
+FilePath = Annotated[str, _FilePathMark]
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -179,6 +191,28 @@ def decode_dataclass(cls: type, value: Any, path: str = "") -> Any:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise DecodeError(_join(path, key), "required field is missing")
     return cls(**kwargs)
+
+
+def _declares_file_path(tp: Any) -> bool:
+    if get_origin(tp) is Annotated:
+        return _FilePathMark in get_args(tp)[1:]
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_declares_file_path(arg) for arg in get_args(tp))
+    return False
+
+
+def resolve_file_paths(params: Any, base: Path) -> Any:
+    """`params` with every relative `FilePath` field made relative to `base` (a copy)."""
+    if not dataclasses.is_dataclass(params) or isinstance(params, type):
+        return params
+    hints = typing.get_type_hints(type(params), include_extras=True)
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        relative = isinstance(value, str) and value and not Path(value).is_absolute()
+        if relative and _declares_file_path(hints[field.name]):
+            changes[field.name] = str(base / value)
+    return dataclasses.replace(params, **changes) if changes else params
 
 
 def describe_fields(cls: type) -> list[tuple[str, str, str]]:

@@ -120,11 +120,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {args.file}: {warning}", file=sys.stderr)
+    for warning in plugin_warnings(config):
+        print(f"warning: {args.file}: {warning}", file=sys.stderr)
     print(
         f"{args.file}: OK ({len(config.plugins)} plugins, {len(config.sources)} sources, "
         f"discovery {_discovery_name(config)})"
     )
     return 0
+
+
+def plugin_warnings(config: DataLayerConfig) -> list[str]:
+    """What plugins found worth saying at load time (a discovery file not there yet)."""
+    found: list[str] = []
+    for plugin in [*config.plugins.values(), *config.discoveries]:
+        for warning in getattr(plugin, "warnings", ()):
+            if warning not in found:
+                found.append(warning)
+    return found
 
 
 def _discovery_name(config: DataLayerConfig) -> str:
@@ -172,7 +184,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"config error: {args.config}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    for warning in config.warnings:
+    for warning in [*config.warnings, *plugin_warnings(config)]:
         log.warning("%s: %s", args.config, warning)
     log.info(summarize(config))
     try:

@@ -177,3 +177,59 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, which: str) 
     label = "gRPC" if which == "grpc" else "metrics"
     assert f"{label} port 127.0.0.1:{busy}" in errors[0]
     assert "in use" in errors[0]
+
+
+RELATIVE_CONFIG = CONFIG.replace("{{path: {endpoints}}}", "{{path: endpoints.yaml{watch}}}")
+
+
+def test_validate_names_a_missing_discovery_file(tmp_path: Path) -> None:
+    """It used to say OK; serve then reported SERVING with 0 endpoints."""
+    config = tmp_path / "config.yaml"
+    config.write_text(RELATIVE_CONFIG.format(watch=", watchFile: false"))
+    result = subprocess.run(
+        [DATALAYER, "validate", str(config)], capture_output=True, text=True, cwd="/"
+    )
+    assert result.returncode == 2, result.stdout
+    assert "plugins[2].parameters.path" in result.stderr
+    assert f"{tmp_path / 'endpoints.yaml'}: no such file" in result.stderr
+
+    config.write_text(RELATIVE_CONFIG.format(watch=""))  # watchFile: true, the default
+    result = subprocess.run(
+        [DATALAYER, "validate", str(config)], capture_output=True, text=True, cwd="/"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path / 'endpoints.yaml'} does not exist yet" in result.stderr
+
+
+async def test_serve_waits_for_a_missing_watched_file_then_serves(tmp_path: Path) -> None:
+    """Relative to the config's folder (the process runs in /), not SERVING until the file
+    exists, and no talk of a 'last good endpoint set' that never was."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        RELATIVE_CONFIG.format(watch=", pollInterval: 50ms").replace(
+            "dataLayer:\n", "dataLayer:\n  interval: 100ms\n"
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        DATALAYER, "serve", "--config", str(config), "--host", "127.0.0.1",
+        "--grpc-port", "0", "--metrics-port", "-1",
+        stderr=subprocess.PIPE, cwd="/", env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        waiting = await _read_until(process.stderr, r"(waiting for \S+)")
+        assert waiting == f"waiting for {tmp_path / 'endpoints.yaml'}"
+        await asyncio.sleep(0.3)
+        (tmp_path / "endpoints.yaml").write_text(
+            "endpoints:\n- {name: later, address: 127.0.0.1, port: 9}\n"
+        )
+        count = await _read_until(process.stderr, r"discovery synced: (\d+) endpoints")
+        assert count == "1"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        rest = (await process.stderr.read()).decode()
+        assert "last good" not in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -256,3 +256,60 @@ def test_missing_file_names_it(registry: Registry, tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match=rf"^{missing}: cannot read: No such file"):
         load_config_file(missing, registry)
+
+
+RELATIVE_PATHS = """\
+plugins:
+- type: metrics-data-source
+  parameters: {scheme: https, caFile: certs/ca.pem, certFile: ABS, keyFile: k.pem}
+- type: core-metrics-extractor
+- type: file-data-source
+  parameters: {pathTemplate: "status/{name}.json"}
+- type: json-extractor
+  parameters: {fields: [{path: a}]}
+- type: file-discovery
+  parameters: {path: endpoints.yaml}
+dataLayer:
+  sources:
+  - pluginRef: metrics-data-source
+    extractors: [{pluginRef: core-metrics-extractor}]
+  - pluginRef: file-data-source
+    extractors: [{pluginRef: json-extractor}]
+  discovery: {pluginRef: file-discovery}
+"""
+
+
+def test_relative_file_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`path: endpoints.yaml` next to the config means that file, whatever the working
+    directory of the process (it used to be resolved against the cwd)."""
+    folder = tmp_path / "conf"
+    (folder / "certs").mkdir(parents=True)
+    for name in ("certs/ca.pem", "k.pem"):
+        (folder / name).write_text("pem")
+    absolute = tmp_path / "c.pem"
+    absolute.write_text("pem")
+    (folder / "config.yaml").write_text(RELATIVE_PATHS.replace("ABS", str(absolute)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config_file("../conf/config.yaml", default_registry())
+    base = folder.resolve()
+    discovery = config.plugins["file-discovery"]
+    assert Path(discovery.params.path) == base / "endpoints.yaml"
+    metrics = config.plugins["metrics-data-source"].params
+    assert Path(metrics.ca_file) == base / "certs/ca.pem"
+    assert metrics.cert_file == str(absolute)
+    assert Path(metrics.key_file) == base / "k.pem"
+    template = config.plugins["file-data-source"].params.path_template
+    assert template == str(base / "status/{name}.json")
+
+
+def test_config_text_without_a_file_keeps_paths_as_written() -> None:
+    """Text has no folder: paths stay as written (relative to the working directory)."""
+    text = RELATIVE_PATHS.replace(
+        "{scheme: https, caFile: certs/ca.pem, certFile: ABS, keyFile: k.pem}", "{}"
+    )
+    config = load_config_text(text, default_registry(), file="t")
+    assert config.plugins["file-discovery"].params.path == "endpoints.yaml"

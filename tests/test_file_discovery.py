@@ -105,3 +105,41 @@ def test_size_cap(tmp_path: Path) -> None:
     path.write_text("endpoints: []\n" + "#" * 2000)
     with pytest.raises(EndpointsFileError, match="exceeds the 1000-byte limit"):
         read_endpoints_file(path, 1000)
+
+
+def test_a_missing_file_without_watching_is_a_parameter_error(tmp_path: Path) -> None:
+    """Nothing would ever fill the endpoint set: refuse at load (validate says so)."""
+    from datalayer.plugin import ParameterError
+
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ParameterError) as info:
+        FileDiscovery("files", FileDiscoveryParameters(str(missing), watch_file=False))
+    assert info.value.field == "path"
+    assert str(missing) in info.value.message
+
+
+async def test_a_missing_watched_file_is_waited_for_not_synced_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With watchFile the file may appear later: until then there is no endpoint set (not an
+    empty one), so the sink is not synced and nothing claims a 'last good set'."""
+    path = tmp_path / "later.yaml"
+    discovery = FileDiscovery(
+        "files", FileDiscoveryParameters(str(path), poll_interval=Duration(0.02))
+    )
+    assert any(str(path) in w and "wait" in w for w in discovery.warnings)
+    sink = RecordingSink()
+    with caplog.at_level(logging.INFO):
+        task = asyncio.create_task(discovery.run(sink))
+        try:
+            await asyncio.sleep(0.2)
+            assert not sink.synced.is_set()
+            assert sink.sets == []
+            assert f"waiting for {path}" in caplog.text
+            assert "last good" not in caplog.text
+            write(path, "endpoints:\n- {name: a, address: 10.0.0.1, port: 8000}\n")
+            await asyncio.wait_for(sink.synced.wait(), 2)
+            assert sink.sets == [["a"]]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -10,6 +10,12 @@
 The file is polled for changes (mtime, size, inode) rather than watched with
 inotify: it works the same on every filesystem, including ConfigMap volumes,
 whose updates are symlink swaps. A broken edit keeps the last good set.
+
+A missing file is not an empty endpoint set. Without `watchFile` it is a
+parameter error (`validate` names the file); with it, discovery waits for the
+file to appear and reports nothing, not synced, until it does, so health stays
+NOT_SERVING rather than SERVING zero endpoints. A relative `path` is relative to
+the config file's folder (the loader resolves `FilePath` parameters).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from datalayer.model import EndpointSpec
-from datalayer.params import DecodeError, Duration, decode_dataclass
+from datalayer.params import DecodeError, Duration, FilePath, decode_dataclass
 from datalayer.plugin import Discovery, DiscoverySink, ParameterError
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FileDiscoveryParameters:
-    path: str
+    path: FilePath
     watch_file: bool = True
     #: How often the file's metadata is checked for a change.
     poll_interval: Duration = Duration(1.0)
@@ -111,11 +117,22 @@ class FileDiscovery(Discovery):
             raise ParameterError("pollInterval", "must be greater than zero")
         self.path = Path(params.path)
         self.params: FileDiscoveryParameters = params
+        #: Problems worth a warning at load time (`validate` and `serve` print them).
+        self.warnings: list[str] = []
+        if not self.path.exists():
+            if not params.watch_file:
+                raise ParameterError("path", f"{self.path}: no such file (and watchFile is off)")
+            self.warnings.append(
+                f"file-discovery {name!r}: {self.path} does not exist yet; "
+                "serve waits for it (not SERVING until it appears)"
+            )
 
     async def run(self, sink: DiscoverySink) -> None:
+        """Report the file's endpoint set, then follow it; synced at the first good read."""
         fingerprint = _fingerprint(self.path)
-        await self._load(sink)
-        sink.mark_synced()
+        if fingerprint is None and self.params.watch_file:
+            log.warning("waiting for %s to exist (no endpoints until then)", self.path)
+        loaded = await self._load(sink, loaded=False)
         if not self.params.watch_file:
             return
         while True:
@@ -123,13 +140,22 @@ class FileDiscovery(Discovery):
             current = _fingerprint(self.path)
             if current != fingerprint:
                 fingerprint = current
-                await self._load(sink)
+                loaded = await self._load(sink, loaded)
 
-    async def _load(self, sink: DiscoverySink) -> None:
+    async def _load(self, sink: DiscoverySink, loaded: bool) -> bool:
+        """Read the file into the sink; whether an endpoint set has been reported so far."""
         try:
             specs = await asyncio.to_thread(read_endpoints_file, self.path, self.params.max_bytes)
         except EndpointsFileError as exc:
-            log.warning("keeping the last good endpoint set: %s", exc)
-            return
+            if loaded:
+                log.warning("keeping the last good endpoint set: %s", exc)
+            elif self.params.watch_file:
+                log.warning("no endpoint set yet, waiting for a good file: %s", exc)
+            else:
+                log.error("no endpoints (watchFile is off, so none will come): %s", exc)
+            return loaded
         log.info("loaded %d endpoints from %s", len(specs), self.path)
         await sink.replace_all(specs)
+        if not loaded:
+            sink.mark_synced()
+        return True

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.params import Duration, FilePath
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.payloads import (
     BodyDecoder,
@@ -43,7 +43,7 @@ class FileReadError(Exception):
 @dataclass
 class FileSourceParameters:
     #: The file, templated by endpoint: `{name}`, `{namespace}`, `{address}`, `{port}`.
-    path_template: str
+    path_template: FilePath
     #: `json` (payload JsonDocument) or `prometheus` (payload MetricSamples).
     format: PayloadFormat = "json"
     max_bytes: int = 1024 * 1024

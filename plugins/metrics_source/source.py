@@ -20,7 +20,7 @@ from typing import Literal
 import aiohttp
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.params import Duration, FilePath
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.fasthttp import AVAILABLE as FAST_HTTP_AVAILABLE
 from plugins.fasthttp import KeepAliveClient
@@ -45,9 +45,9 @@ class MetricsSourceParameters:
     max_body_bytes: int = 16 * 1024 * 1024
     insecure_skip_verify: bool = False
     #: HTTPS: a PEM bundle of CAs to trust, and a client certificate and key (mTLS).
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     #: `auto`: the httptools client for http when installed, else aiohttp; `aiohttp`: always.
     http_client: Literal["auto", "aiohttp"] = "auto"
 

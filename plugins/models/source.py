@@ -9,7 +9,7 @@ from typing import Any, Literal
 import aiohttp
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.params import Duration, FilePath
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.httpfetch import PollError, fetch_body, new_session
 from plugins.tlsconfig import ClientTls, check_client_tls
@@ -30,9 +30,9 @@ class ModelsSourceParameters:
     max_body_bytes: int = 1024 * 1024
     insecure_skip_verify: bool = False
     #: HTTPS: a PEM bundle of CAs to trust, and a client certificate and key (mTLS).
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
 
 
 class ModelsDataSource(PollingDataSource):

@@ -33,6 +33,7 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from datalayer.model import EndpointSpec
+from datalayer.params import FilePath
 from datalayer.plugin import ParameterError, PayloadSink, PushDataSource
 from plugins.payloads import (
     BodyDecoder,
@@ -65,7 +66,7 @@ class PushSourceParameters:
     format: PayloadFormat = "json"
     max_body_bytes: int = 1024 * 1024
     #: A file holding a token pushers must send as `Authorization: Bearer <token>`.
-    bearer_token_file: str | None = None
+    bearer_token_file: FilePath | None = None
 
 
 class HttpPushDataSource(PayloadFormatMixin, PushDataSource):

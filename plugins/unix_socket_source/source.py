@@ -20,7 +20,7 @@ from typing import Final
 import aiohttp
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.params import Duration, FilePath
 from datalayer.plugin import ParameterError, PollingDataSource
 from plugins.httpfetch import PollError, fetch_body
 from plugins.payloads import (
@@ -42,7 +42,7 @@ IDLE_SECONDS: Final = 120.0
 @dataclass
 class UnixSocketSourceParameters:
     #: The socket, templated by endpoint: `{name}`, `{namespace}`, `{address}`, `{port}`.
-    socket_path: str
+    socket_path: FilePath
     #: The HTTP path asked for over the socket; templated the same way.
     path: str = "/metrics"
     #: `prometheus` (payload MetricSamples) or `json` (payload JsonDocument).
