@@ -5,6 +5,12 @@ package main
 // candidate a score in 0..1, higher is better; the total is the weighted sum; the picker
 // takes the highest total. Unlike upstream's max-score picker, which breaks ties at random,
 // ties go to the first name in sort order, so the output of the example is reproducible.
+//
+// Unknown is never zero: the typed metrics are proto3 `optional`, so a field the data layer
+// has not read (within its staleness threshold) is a nil pointer, and the generated getter
+// would read it as 0, the most attractive value there is. Every scorer here checks presence
+// and gives an absent field its worst case (an absent queue scores 0 like the longest one, an
+// absent KV-cache use counts as a full cache), so a pod that was not read never wins.
 
 import (
 	"fmt"
@@ -51,16 +57,36 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Waiting is the waiting queue and whether it is known (false: absent on the wire).
+func Waiting(ep *datalayerv1.Endpoint) (int64, bool) {
+	m := ep.GetMetrics()
+	if m == nil || m.WaitingQueueSize == nil {
+		return 0, false
+	}
+	return *m.WaitingQueueSize, true
+}
+
+// KVUsage is the KV-cache use (0..1) and whether it is known (false: absent on the wire).
+func KVUsage(ep *datalayerv1.Endpoint) (float64, bool) {
+	m := ep.GetMetrics()
+	if m == nil || m.KvCacheUsagePercent == nil {
+		return 0, false
+	}
+	return *m.KvCacheUsagePercent, true
+}
+
 // QueueScores is upstream's queue-scorer: the waiting queue, min-max normalised over the
 // candidates, so the shortest queue scores 1 and the longest 0; all equal scores 1 each.
+// An absent queue scores 0, the worst case, and takes no part in the min-max range.
 func QueueScores(endpoints []*datalayerv1.Endpoint) []float64 {
 	scores := make([]float64, len(endpoints))
-	if len(endpoints) == 0 {
-		return scores
-	}
-	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	lo, hi, known := int64(math.MaxInt64), int64(math.MinInt64), false
 	for _, ep := range endpoints {
-		q := ep.GetMetrics().GetWaitingQueueSize()
+		q, ok := Waiting(ep)
+		if !ok {
+			continue
+		}
+		known = true
 		if q < lo {
 			lo = q
 		}
@@ -68,21 +94,31 @@ func QueueScores(endpoints []*datalayerv1.Endpoint) []float64 {
 			hi = q
 		}
 	}
+	if !known {
+		return scores
+	}
 	for i, ep := range endpoints {
-		if hi == lo {
+		q, ok := Waiting(ep)
+		switch {
+		case !ok:
+			scores[i] = 0
+		case hi == lo:
 			scores[i] = 1
-			continue
+		default:
+			scores[i] = float64(hi-q) / float64(hi-lo)
 		}
-		scores[i] = float64(hi-ep.GetMetrics().GetWaitingQueueSize()) / float64(hi-lo)
 	}
 	return scores
 }
 
-// KVCacheScores is upstream's kv-cache-utilization-scorer: 1 - KV-cache use (a 0..1 fraction).
+// KVCacheScores is upstream's kv-cache-utilization-scorer: 1 - KV-cache use (a 0..1
+// fraction); an absent use counts as a full cache (score 0), the worst case.
 func KVCacheScores(endpoints []*datalayerv1.Endpoint) []float64 {
 	scores := make([]float64, len(endpoints))
 	for i, ep := range endpoints {
-		scores[i] = 1 - ep.GetMetrics().GetKvCacheUsagePercent()
+		if usage, ok := KVUsage(ep); ok {
+			scores[i] = 1 - usage
+		}
 	}
 	return scores
 }
@@ -144,7 +180,9 @@ type Scored struct {
 	KV            float64
 	Metric        float64
 	Waiting       int64
+	WaitingKnown  bool
 	KVUsage       float64
+	KVUsageKnown  bool
 	MetricValue   float64
 	MetricPresent bool
 	Stale         bool
@@ -173,14 +211,9 @@ func Pick(endpoints []*datalayerv1.Endpoint, cfg Config) Decision {
 	}
 	ranked := make([]Scored, len(candidates))
 	for i, ep := range candidates {
-		s := Scored{
-			Name:    ep.GetName(),
-			Queue:   queue[i],
-			KV:      kv[i],
-			Waiting: ep.GetMetrics().GetWaitingQueueSize(),
-			KVUsage: ep.GetMetrics().GetKvCacheUsagePercent(),
-			Stale:   ep.GetStale(),
-		}
+		s := Scored{Name: ep.GetName(), Queue: queue[i], KV: kv[i], Stale: ep.GetStale()}
+		s.Waiting, s.WaitingKnown = Waiting(ep)
+		s.KVUsage, s.KVUsageKnown = KVUsage(ep)
 		s.Total = cfg.QueueWeight*s.Queue + cfg.KVWeight*s.KV
 		if metric != nil {
 			s.Metric = metric[i]
@@ -214,8 +247,15 @@ func Format(n int, d Decision, cfg Config) []string {
 	}
 	lines := []string{fmt.Sprintf("pick %d: %s score=%.3f (%s)", n, d.Pick, d.Ranked[0].Total, strings.Join(why, "; "))}
 	for _, s := range d.Ranked {
-		line := fmt.Sprintf("  %s score=%.3f queue=%.3f (waiting=%d) kv=%.3f (usage=%.3f)",
-			s.Name, s.Total, s.Queue, s.Waiting, s.KV, s.KVUsage)
+		waiting, usage := "waiting absent, worst case", "usage absent, worst case"
+		if s.WaitingKnown {
+			waiting = fmt.Sprintf("waiting=%d", s.Waiting)
+		}
+		if s.KVUsageKnown {
+			usage = fmt.Sprintf("usage=%.3f", s.KVUsage)
+		}
+		line := fmt.Sprintf("  %s score=%.3f queue=%.3f (%s) kv=%.3f (%s)",
+			s.Name, s.Total, s.Queue, waiting, s.KV, usage)
 		if cfg.MetricKey != "" {
 			if s.MetricPresent {
 				line += fmt.Sprintf(" metric=%.3f (%s=%g)", s.Metric, cfg.MetricKey, s.MetricValue)

@@ -5,18 +5,56 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	datalayerv1 "github.com/llm-d-datalayer/datalayer/gen/go/datalayer/v1"
 )
 
+// endpoint is an endpoint as the data layer sends it, with both load fields present.
 func endpoint(name string, waiting int64, kv float64, stale bool, custom map[string]float64) *datalayerv1.Endpoint {
 	return &datalayerv1.Endpoint{
 		Name:  name,
 		Stale: stale,
 		Metrics: &datalayerv1.Metrics{
-			WaitingQueueSize:    waiting,
-			KvCacheUsagePercent: kv,
+			WaitingQueueSize:    proto.Int64(waiting),
+			KvCacheUsagePercent: proto.Float64(kv),
 			Custom:              custom,
 		},
+	}
+}
+
+// unread is an endpoint whose queue and KV-cache use were not read: both fields absent.
+func unread(name string) *datalayerv1.Endpoint {
+	return &datalayerv1.Endpoint{Name: name, Metrics: &datalayerv1.Metrics{}}
+}
+
+func TestAbsentFieldsScoreAsTheWorstCase(t *testing.T) {
+	eps := []*datalayerv1.Endpoint{unread("a"), endpoint("b", 2, 0.25, false, nil), endpoint("c", 6, 0, false, nil)}
+	assertScores(t, "queue", QueueScores(eps), []float64{0, 1, 0})
+	assertScores(t, "kv", KVCacheScores(eps), []float64{0, 0.75, 1})
+	assertScores(t, "queue, none known", QueueScores([]*datalayerv1.Endpoint{unread("a"), unread("b")}), []float64{0, 0})
+	// The generated getter reads an absent field as 0: the trap the scorers avoid.
+	if unread("a").GetMetrics().GetWaitingQueueSize() != 0 {
+		t.Fatal("expected the getter of an absent field to return 0")
+	}
+}
+
+func TestAnAbsentQueueNeverWinsOverAKnownSmallQueue(t *testing.T) {
+	onlyQueue := &datalayerv1.Endpoint{Name: "a-unread", Metrics: &datalayerv1.Metrics{KvCacheUsagePercent: proto.Float64(0)}}
+	d := Pick([]*datalayerv1.Endpoint{onlyQueue, endpoint("b-queue-5", 5, 0, false, nil)}, DefaultConfig())
+	if d.Pick != "b-queue-5" {
+		t.Fatalf("picked %s: an unread queue won over a known queue of 5", d.Pick)
+	}
+	onlyKV := &datalayerv1.Endpoint{Name: "a-unread", Metrics: &datalayerv1.Metrics{WaitingQueueSize: proto.Int64(0)}}
+	d = Pick([]*datalayerv1.Endpoint{onlyKV, endpoint("b-half-full", 0, 0.5, false, nil)}, DefaultConfig())
+	if d.Pick != "b-half-full" {
+		t.Fatalf("picked %s: an unread KV-cache use won over a half-full cache", d.Pick)
+	}
+	d = Pick([]*datalayerv1.Endpoint{unread("a-unread"), endpoint("b-busy", 9, 0.9, false, nil)}, DefaultConfig())
+	lines := Format(1, d, DefaultConfig())
+	want := "  a-unread score=0.000 queue=0.000 (waiting absent, worst case) kv=0.000 (usage absent, worst case)"
+	if d.Pick != "b-busy" || len(lines) != 3 || lines[2] != want {
+		t.Fatalf("pick %s, lines %q", d.Pick, lines)
 	}
 }
 
