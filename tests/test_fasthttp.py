@@ -405,3 +405,83 @@ def test_path_must_be_absolute() -> None:
             KeepAliveClient("metrics", accept="text/plain")
 
     run("asyncio", main)
+
+
+# --- start_get: the collector's task-free path -----------------------------------------------
+
+
+def test_start_get_on_a_kept_alive_connection_runs_no_task(loop_kind: str) -> None:
+    """After the first scrape, a request is written at once and finished by the protocol's
+    callbacks: no task exists while it is in flight. The decode runs on the body."""
+
+    async def late(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)
+        writer.write(ok())
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main() -> tuple[int, int, int]:
+        server = await RawServer([ok(), late]).start()
+        client = KeepAliveClient("/metrics", accept="text/plain")
+        try:
+            first = client.start_get("127.0.0.1", server.port, 1 << 20, len)
+            assert await first == len(BODY)  # a connect: this one ran in a task
+            tasks_before = len(asyncio.all_tasks())
+            second = client.start_get("127.0.0.1", server.port, 1 << 20, len)
+            await asyncio.sleep(0.05)
+            tasks_during = len(asyncio.all_tasks())
+            assert await second == len(BODY)
+        finally:
+            await client.close()
+            await server.close()
+        return tasks_during - tasks_before, server.connections, len(server.requests)
+
+    assert run(loop_kind, main) == (0, 1, 2)
+
+
+def test_start_get_cancelled_drops_its_connection_and_decode_errors_fail_it(
+    loop_kind: str,
+) -> None:
+    async def late(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.2)
+        writer.write(ok(b"late\n"))
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    def refuse(body: bytes) -> bytes:
+        raise ValueError(f"bad page of {len(body)} bytes")
+
+    async def main() -> tuple[bytes, int]:
+        server = await RawServer([ok(), late, ok(b"fresh\n"), ok(b"x")]).start()
+        client = KeepAliveClient("/metrics", accept="text/plain")
+        try:
+            await client.start_get("127.0.0.1", server.port, 1 << 20, bytes)
+            pending = client.start_get("127.0.0.1", server.port, 1 << 20, bytes)
+            await asyncio.sleep(0.05)
+            pending.cancel()  # the collector's timeout
+            await asyncio.sleep(0)
+            assert client.idle_connections() == 0
+            body = await client.start_get("127.0.0.1", server.port, 1 << 20, bytes)
+            with pytest.raises(ValueError, match="bad page of 1 bytes"):
+                await client.start_get("127.0.0.1", server.port, 1 << 20, refuse)
+        finally:
+            await client.close()
+            await server.close()
+        return body, server.connections
+
+    assert run(loop_kind, main) == (b"fresh\n", 2)
+
+
+def test_start_get_retries_a_stale_connection_once(loop_kind: str) -> None:
+    async def main() -> tuple[int, int]:
+        server = await RawServer([ok(), close_after(b""), ok()]).start()
+        client = KeepAliveClient("/metrics", accept="text/plain")
+        try:
+            assert await client.start_get("127.0.0.1", server.port, 1 << 20, bytes) == BODY
+            assert await client.start_get("127.0.0.1", server.port, 1 << 20, bytes) == BODY
+        finally:
+            await client.close()
+            await server.close()
+        return server.connections, len(server.requests)
+
+    assert run(loop_kind, main) == (2, 3)

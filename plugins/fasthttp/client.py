@@ -35,20 +35,23 @@ what llhttp hands over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import zlib
-from typing import Final, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar, cast
 
 from plugins.httpfetch import PollError
 
 try:
     import httptools
-except ImportError:  # pragma: no cover - the `fast` extra is not installed
+except ImportError:  # pragma: no cover - a dependency; absent only in a broken install
     httptools = None  # type: ignore[assignment]
 
 #: Whether this client can be used (httptools is installed).
 AVAILABLE: Final = httptools is not None
 
 USER_AGENT: Final = "datalayer"
+_T = TypeVar("_T")
 
 
 class ConnectError(PollError):
@@ -325,7 +328,7 @@ class KeepAliveClient:
         max_idle_per_target: int = 2,
     ) -> None:
         if not AVAILABLE:
-            raise RuntimeError("httptools is not installed (the `fast` extra)")
+            raise RuntimeError("httptools is not installed (a dependency of this package)")
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         self._loop = asyncio.get_running_loop()
@@ -374,6 +377,11 @@ class KeepAliveClient:
         except BaseException:
             conn.abort()
             raise
+        self._release(target, conn)
+        return body
+
+    def _release(self, target: _Target, conn: _Connection) -> None:
+        """After a complete reply: keep the connection for the next request, or close it."""
         if conn.keep_alive and conn.open and not self._closed:
             idle = target.idle
             if len(idle) < self._max_idle:
@@ -382,9 +390,76 @@ class KeepAliveClient:
                 idle.append(conn)
                 if self._sweeper is None:
                     self._sweeper = self._loop.call_later(self._keepalive / 2, self._sweep)
-                return body
+                return
         conn.close()
-        return body
+
+    def start_get(
+        self, host: str, port: int, max_bytes: int, decode: Callable[[bytes], _T]
+    ) -> asyncio.Future[_T]:
+        """`decode(await get(...))` as a future, without a task in the common case.
+
+        With a kept-alive connection idle for the target (every scrape but the first),
+        the request is written at once and the reply finishes the future from the
+        protocol's callbacks. Otherwise (a connect, a retry after a stale connection, a
+        client timeout) it runs `get` in a task. Cancelling the future aborts the request
+        and its connection, as cancelling `get` does.
+        """
+        out: asyncio.Future[_T] = self._loop.create_future()
+        conn = None
+        target = self._targets.get((host, port))
+        if target is not None and self._timeout is None and not self._closed:
+            idle = target.idle
+            while idle:
+                candidate = idle.pop()
+                if candidate.open:
+                    conn = candidate
+                    break
+        if conn is None or target is None:
+            self._via_task(out, self.get(host, port, max_bytes), decode)
+            return out
+        conn.reused = True
+        waiter = conn.send(target.request, max_bytes)
+        waiter.add_done_callback(
+            functools.partial(self._replied, out, target, conn, decode, max_bytes)
+        )
+        out.add_done_callback(functools.partial(_abort_unless_done, conn, waiter))
+        return out
+
+    def _replied(
+        self,
+        out: asyncio.Future[_T],
+        target: _Target,
+        conn: _Connection,
+        decode: Callable[[bytes], _T],
+        max_bytes: int,
+        waiter: asyncio.Future[bytes],
+    ) -> None:
+        if out.done():  # cancelled meanwhile: the connection was aborted then
+            if not waiter.cancelled():
+                waiter.exception()
+            return
+        exc = None if waiter.cancelled() else waiter.exception()
+        if waiter.cancelled() or isinstance(exc, _Stale):
+            # The server closed the idle connection meanwhile: once more on a new one.
+            conn.abort()
+            self._via_task(out, self._get(target.host, target.port, max_bytes), decode)
+            return
+        if exc is not None:
+            conn.abort()
+            out.set_exception(exc)
+            return
+        self._release(target, conn)
+        _settle(out, decode, waiter.result())
+
+    def _via_task(
+        self,
+        out: asyncio.Future[_T],
+        coro: Coroutine[Any, Any, bytes],
+        decode: Callable[[bytes], _T],
+    ) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(functools.partial(_settle_from, out, decode))
+        out.add_done_callback(functools.partial(_cancel_unless_done, task))
 
     def _target(self, host: str, port: int) -> _Target:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -441,3 +516,38 @@ class KeepAliveClient:
             target.idle = []
         self._targets.clear()
         await asyncio.sleep(0)  # let the transports deliver connection_lost
+
+
+def _settle(out: asyncio.Future[_T], decode: Callable[[bytes], _T], body: bytes) -> None:
+    try:
+        out.set_result(decode(body))
+    except Exception as exc:
+        out.set_exception(exc)
+
+
+def _settle_from(
+    out: asyncio.Future[_T], decode: Callable[[bytes], _T], task: asyncio.Future[bytes]
+) -> None:
+    if out.done():
+        if not task.cancelled():
+            task.exception()
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (exc := task.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        _settle(out, decode, task.result())
+
+
+def _cancel_unless_done(task: asyncio.Future[bytes], out: asyncio.Future[Any]) -> None:
+    if out.cancelled() and not task.done():
+        task.cancel()
+
+
+def _abort_unless_done(
+    conn: _Connection, waiter: asyncio.Future[bytes], out: asyncio.Future[Any]
+) -> None:
+    """A cancelled request drops its connection: its reply can never be read as the next's."""
+    if out.cancelled() and not waiter.done():
+        conn.abort()

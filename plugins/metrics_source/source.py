@@ -14,6 +14,7 @@ exposition check and the scanner's caps are the same whatever the transport.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,6 +91,21 @@ class MetricsDataSource(PollingDataSource):
         host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
         return f"{self._params.scheme}://{host}:{port}{self._params.path}"
 
+    def start_poll(self, endpoint: EndpointSpec) -> asyncio.Future[MetricSamples]:
+        """On the httptools client a scrape is a future finished by the protocol's callbacks:
+        no task per scrape (see `KeepAliveClient.start_get`)."""
+        client = self._client
+        if client is None:
+            return asyncio.ensure_future(self.poll(endpoint))
+        port = self._params.port or endpoint.port
+        return client.start_get(endpoint.address, port, self._params.max_body_bytes, self._decode)
+
+    def _decode(self, body: bytes) -> MetricSamples:
+        try:
+            return self._decoder.decode_samples(body)
+        except PayloadError as exc:
+            raise PollError(str(exc)) from None
+
     async def poll(self, endpoint: EndpointSpec) -> MetricSamples:
         client = self._client
         if client is not None:
@@ -102,10 +118,7 @@ class MetricsDataSource(PollingDataSource):
             )
         else:
             raise RuntimeError("source not started")
-        try:
-            return self._decoder.decode_samples(body)
-        except PayloadError as exc:
-            raise PollError(str(exc)) from None
+        return self._decode(body)
 
     async def close(self) -> None:
         if self._client is not None:
