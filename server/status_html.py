@@ -116,7 +116,11 @@ function age(seconds) {
     String(Math.floor(seconds % 3600 / 60)).padStart(2, "0") + "m";
 }
 
+// A value the server does not know is null in /status.json: shown as "-", never as 0.
+function num(v) { return v === null || v === undefined ? "-" : String(v); }
+
 function lora(e) {
+  if (e.max_active_models === null) return "-";
   if (!e.active_models.length && !e.waiting_models.length && !e.max_active_models) return "-";
   let text = e.active_models.join(", ") || "none";
   if (e.max_active_models) text += " (" + e.active_models.length + "/" +
@@ -139,12 +143,13 @@ function lanes(e) {
 }
 
 function endpointRow(e) {
-  const kv = el("td", {class: "num" + (e.kv >= 0.9 ? " kv-high" : "")},
-    (e.kv * 100).toFixed(0) + "%");
+  const known = e.kv !== null && e.kv !== undefined;
+  const kv = el("td", {class: "num" + (known && e.kv >= 0.9 ? " kv-high" : "")},
+    known ? (e.kv * 100).toFixed(0) + "%" : "-");
   return el("tr", {class: "state-" + e.state, "data-name": e.name, "data-state": e.state},
     el("td", {}, e.name), el("td", {}, el("span", {class: "pill " + e.state}, e.state)),
     el("td", {}, e.engine), el("td", {}, e.address),
-    el("td", {class: "num"}, e.waiting), el("td", {class: "num"}, e.running), kv,
+    el("td", {class: "num"}, num(e.waiting)), el("td", {class: "num"}, num(e.running)), kv,
     el("td", {}, lora(e)), el("td", {class: "num"}, age(e.age)), lanes(e),
     el("td", {class: "error"}, e.last_error || ""));
 }

@@ -126,6 +126,7 @@ def _endpoint(record: EndpointRecord, collector: Collector, now: float) -> dict[
         "last_error": record.last_error,
         "revision": record.revision,
         "age": max(0.0, now - metrics.update_time) if metrics.update_time else None,
+        # None (JSON null) = not known within the staleness threshold; the page shows "-".
         "waiting": metrics.waiting_queue_size,
         "running": metrics.running_requests_size,
         "kv": metrics.kv_cache_usage_percent,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from server.console.commands import WatchView
@@ -88,9 +89,14 @@ async def test_list_prints_a_table_worst_first(stack: Stack) -> None:
     assert lines[0].split() == [
         "NAME", "ENGINE", "WAITING", "RUNNING", "KV", "LORA", "AGE", "STATE", "LAST", "ERROR"
     ]  # fmt: skip
-    assert [line.split()[0] for line in lines[1:]] == ["pod-a", "pod-b", "pod-c"]
+    # A long LAST ERROR (it names the fields that expired) wraps onto continuation lines.
+    assert [line.split()[0] for line in lines[1:] if line.startswith("pod-")] == [
+        "pod-a",
+        "pod-b",
+        "pod-c",
+    ]
     rows = table_lines(out)
-    assert rows["pod-a"].endswith(" stale  PollError: HTTP 500 Internal Server Error")
+    assert " stale  PollError: HTTP 500 Internal Server Error" in rows["pod-a"]
     assert rows["pod-b"].split()[:5] == ["pod-b", "vllm", "7", "3", "95%"]
     assert "sql-lora 1/2 (waiting: chat-lora)" in rows["pod-b"]
     assert rows["pod-c"].split()[-2:] == ["fresh", "-"]
@@ -320,3 +326,81 @@ def test_rows_classify_health_and_format_for_people() -> None:
     ]
     row = EndpointRow("p", "", "a:1", "vllm", 0, 0, 0.0, (), (), 0, None, "fresh", "", 1)
     assert format_lora(row) == "-"
+
+
+def test_unknown_values_show_as_a_dash_never_as_zero() -> None:
+    """A field absent on the wire (not read) is `-`; a present 0 is `0`. Both used to be 0."""
+    from datalayer.v1 import datalayer_pb2 as pb
+    from server.console.render import endpoint_detail, endpoints_table
+    from server.console.rows import format_kv, sort_rows
+
+    unread = pb.Endpoint(name="pod-unread", address="10.0.0.1", port=8000, stale=True)
+    idle = pb.Endpoint(
+        name="pod-idle",
+        address="10.0.0.2",
+        port=8000,
+        metrics=pb.Metrics(
+            waiting_queue_size=0, running_requests_size=0, kv_cache_usage_percent=0.0,
+            max_active_models=0,
+        ),
+    )  # fmt: skip
+    busy = pb.Endpoint(
+        name="pod-busy",
+        metrics=pb.Metrics(waiting_queue_size=5, kv_cache_usage_percent=0.5, max_active_models=0),
+    )
+    rows = [EndpointRow.from_proto(e, 0.0) for e in (unread, idle, busy)]
+    assert (rows[0].waiting, rows[0].running, rows[0].kv, rows[0].max_active_models) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (rows[1].waiting, rows[1].kv) == (0, 0.0)
+    assert format_kv(None) == "-"
+    assert format_kv(0.0) == "0%"
+    assert format_lora(rows[0]) == "-"
+    console = Console(width=160, file=io.StringIO(), color_system=None)
+    console.print(endpoints_table(rows))
+    lines = table_lines(console.file.getvalue())  # type: ignore[attr-defined]
+    assert lines["pod-unread"].split()[1:5] == ["-", "-", "-", "-"]  # engine, waiting, running, kv
+    assert lines["pod-idle"].split()[2:5] == ["0", "0", "0%"]
+    # Column sorts look for the busiest pods: unknown values come after every known one.
+    assert [r.name for r in sort_rows(rows, "waiting")] == ["pod-busy", "pod-idle", "pod-unread"]
+    assert [r.name for r in sort_rows(rows, "kv")] == ["pod-busy", "pod-idle", "pod-unread"]
+    detail = Console(width=120, file=io.StringIO(), color_system=None)
+    detail.print(endpoint_detail(unread, rows[0]))
+    text = detail.file.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"^waiting\s+-\s*$", text, re.M), text
+    assert re.search(r"^kv cache\s+-\s*$", text, re.M), text
+    assert re.search(r"^kv blocks\s+- x - tokens\s*$", text, re.M), text
+
+
+async def test_list_and_json_show_an_unread_endpoint_as_unknown(tmp_path: Path) -> None:
+    """A discovered endpoint nobody answers on: `-` in the table, no field in --json."""
+    async with running_stack(tmp_path) as stack:
+        stack.write_endpoints()
+        document = yaml.safe_load(stack.endpoints_file.read_text())
+        labels = {"app": "vllm", "llm-d.ai/engine-type": "vllm"}
+        document["endpoints"].append(
+            {"name": "pod-never", "address": "127.0.0.1", "port": _free_port(), "labels": labels}
+        )
+        stack.endpoints_file.write_text(yaml.safe_dump(document))
+        await stack.control(2, {"waiting": 0, "running": 0, "kv_cache_usage": 0.0})
+
+        async def seen() -> bool:
+            by_name = {e.name: e for e in (await stack.client.list_endpoints()).endpoints}
+            return "pod-never" in by_name and not by_name["pod-c"].stale
+
+        await eventually(seen, timeout=10, what="pod-never listed and pod-c fresh")
+        code, out, err = await datalayer("list", *server(stack))
+        assert code == 0, err
+        rows = table_lines(out)
+        assert rows["pod-never"].split()[1:6] == ["vllm", "-", "-", "-", "-"]
+        assert rows["pod-c"].split()[2:5] == ["0", "0", "0%"]
+        code, out, err = await datalayer("get", "pod-never", *server(stack), "--json")
+        assert code == 0, err
+        metrics = json.loads(out).get("metrics", {})
+        assert "waiting_queue_size" not in metrics
+        assert "kv_cache_usage_percent" not in metrics
+        code, out, err = await datalayer("get", "pod-c", *server(stack), "--json")
+        assert json.loads(out)["metrics"]["waiting_queue_size"] == 0  # a present 0 is printed

@@ -14,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from datalayer.client import metric
 from datalayer.v1 import datalayer_pb2 as pb
 from server.console.rows import (
     DEGRADED,
@@ -23,6 +24,7 @@ from server.console.rows import (
     EndpointRow,
     count_states,
     format_age,
+    format_count,
     format_kv,
     format_lora,
 )
@@ -53,12 +55,13 @@ def endpoints_table(rows: Sequence[EndpointRow], *, boxed: bool = False) -> Tabl
             min_width=len(column) if not wraps else None,
         )
     for row in rows:
-        kv = Text(format_kv(row.kv), style="bold yellow" if row.kv >= KV_HIGH else "")
+        high = row.kv is not None and row.kv >= KV_HIGH
+        kv = Text(format_kv(row.kv), style="bold yellow" if high else "")
         table.add_row(
             row.name,
             row.engine,
-            str(row.waiting),
-            str(row.running),
+            format_count(row.waiting),
+            format_count(row.running),
             kv,
             format_lora(row),
             format_age(row.age),
@@ -97,10 +100,10 @@ def endpoint_detail(endpoint: pb.Endpoint, row: EndpointRow) -> RenderableType:
         ("last error", row.last_error or "-"),
         ("data age", format_age(row.age)),
         ("revision", str(endpoint.revision)),
-        ("waiting", str(metrics.waiting_queue_size)),
-        ("running", str(metrics.running_requests_size)),
-        ("kv cache", format_kv(metrics.kv_cache_usage_percent)),
-        ("kv blocks", f"{metrics.cache_num_blocks} x {metrics.cache_block_size} tokens"),
+        ("waiting", format_count(row.waiting)),
+        ("running", format_count(row.running)),
+        ("kv cache", format_kv(row.kv)),
+        ("kv blocks", _kv_blocks(metrics)),
         ("lora", format_lora(row)),
     ]
     for key in sorted(metrics.custom):
@@ -110,6 +113,16 @@ def endpoint_detail(endpoint: pb.Endpoint, row: EndpointRow) -> RenderableType:
     for label, value in lines:
         grid.add_row(label, value)
     return Group(grid)
+
+
+def _kv_blocks(metrics: pb.Metrics) -> str:
+    """`N x M tokens`, with `-` for a side that is not known (absent), never 0."""
+    blocks, size = metric(metrics, "cache_num_blocks"), metric(metrics, "cache_block_size")
+    return f"{format_count(_int(blocks))} x {format_count(_int(size))} tokens"
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _attribute_text(value: pb.AttributeValue) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from datalayer.client import metric
 from datalayer.v1 import datalayer_pb2 as pb
 
 #: No successful read within the staleness threshold: a scheduler should not pick it.
@@ -25,6 +26,8 @@ HEALTH_ORDER: Final = {STALE: 0, DEGRADED: 1, FRESH: 2}
 ENGINE_LABELS: Final = ("llm-d.ai/engine-type", "inference.networking.k8s.io/engine-type")
 #: KV-cache use from which the value is highlighted: a pod this full takes little new work.
 KV_HIGH: Final = 0.9
+#: How a value the server does not know (absent on the wire) is shown: never as 0.
+UNKNOWN: Final = "-"
 
 
 def health_state(stale: bool, last_error: str) -> str:
@@ -43,18 +46,23 @@ def engine_of(labels: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EndpointRow:
-    """One endpoint as the console shows it; `age` is None before the first successful read."""
+    """One endpoint as the console shows it; `age` is None before the first successful read.
+
+    A typed value is None when it is absent on the wire (not read within the staleness
+    threshold): it is shown as `-`, never as 0, and sorts after the known values of its column
+    (a column sort looks for the busiest pods; the health sort already puts unread ones first).
+    """
 
     name: str
     namespace: str
     address: str
     engine: str
-    waiting: int
-    running: int
-    kv: float
+    waiting: int | None
+    running: int | None
+    kv: float | None
     active_models: tuple[str, ...]
     waiting_models: tuple[str, ...]
-    max_active_models: int
+    max_active_models: int | None
     age: float | None
     state: str
     last_error: str
@@ -70,12 +78,12 @@ class EndpointRow:
             namespace=endpoint.namespace,
             address=f"{host}:{endpoint.port}",
             engine=engine_of(endpoint.labels),
-            waiting=metrics.waiting_queue_size,
-            running=metrics.running_requests_size,
-            kv=metrics.kv_cache_usage_percent,
+            waiting=_int(metric(metrics, "waiting_queue_size")),
+            running=_int(metric(metrics, "running_requests_size")),
+            kv=_float(metric(metrics, "kv_cache_usage_percent")),
             active_models=tuple(metrics.active_models),
             waiting_models=tuple(metrics.waiting_models),
-            max_active_models=metrics.max_active_models,
+            max_active_models=_int(metric(metrics, "max_active_models")),
             # Clocks of client and server may differ a little: never show a negative age.
             age=max(0.0, now - updated) if updated else None,
             state=health_state(endpoint.stale, endpoint.last_error),
@@ -84,12 +92,25 @@ class EndpointRow:
         )
 
 
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _largest_first(value: float | None) -> tuple[bool, float]:
+    """A descending sort key; an unknown value comes after every known one."""
+    return (value is None, 0.0 if value is None else -value)
+
+
 SORT_KEYS: Final[dict[str, Callable[[EndpointRow], Any]]] = {
     "health": lambda r: (HEALTH_ORDER[r.state], r.name),
     "name": lambda r: r.name,
-    "waiting": lambda r: (-r.waiting, r.name),
-    "running": lambda r: (-r.running, r.name),
-    "kv": lambda r: (-r.kv, r.name),
+    "waiting": lambda r: (_largest_first(r.waiting), r.name),
+    "running": lambda r: (_largest_first(r.running), r.name),
+    "kv": lambda r: (_largest_first(r.kv), r.name),
     "age": lambda r: (-(r.age if r.age is not None else float("inf")), r.name),
 }
 
@@ -120,12 +141,21 @@ def format_age(age: float | None) -> str:
     return f"{hours}h{rest // 60:02d}m"
 
 
-def format_kv(kv: float) -> str:
-    return f"{kv * 100:.0f}%"
+def format_count(value: int | None) -> str:
+    """A count, or `-` when not known (absent on the wire), which is not 0."""
+    return UNKNOWN if value is None else str(value)
+
+
+def format_kv(kv: float | None) -> str:
+    """`42%`, or `-` when not known (absent on the wire), which is not 0%."""
+    return UNKNOWN if kv is None else f"{kv * 100:.0f}%"
 
 
 def format_lora(row: EndpointRow) -> str:
-    """`sql-lora,chat-lora 2/2 (+1 waiting: x)`; `-` for a pod without adapters."""
+    """`sql-lora,chat-lora 2/2 (+1 waiting: x)`; `-` for a pod without adapters, or whose
+    LoRA signals are not known (`max_active_models` absent: the lists mean nothing then)."""
+    if row.max_active_models is None:
+        return UNKNOWN
     if not (row.active_models or row.waiting_models or row.max_active_models):
         return "-"
     text = ",".join(row.active_models) or "none"
