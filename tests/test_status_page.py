@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from server.status_html import PAGE
 from server.status_page import MAX_LIMIT
 
 from stack import Stack, eventually
@@ -325,3 +327,63 @@ async def test_status_page_renders_live_data_in_a_headless_browser(
     assert count_colour(rows_after, STALE_PILL) > 200
     assert count_colour(rows_after, FRESH_PILL) > 200
     print(f"screenshots: {before} {after}")
+
+
+async def test_status_json_gives_null_for_what_was_not_read(stack: Stack) -> None:
+    """An unread value is JSON null (the page shows "-"), a value read as 0 is 0."""
+    await all_fresh(stack)
+    await stack.control(2, {"waiting": 0, "running": 0, "kv_cache_usage": 0.0})
+    stack.write_endpoints()
+    document = yaml.safe_load(stack.endpoints_file.read_text())
+    labels = {"app": "vllm", "llm-d.ai/engine-type": "vllm"}
+    document["endpoints"].append(
+        {"name": "pod-never", "address": "127.0.0.1", "port": _free_port(), "labels": labels}
+    )
+    stack.endpoints_file.write_text(yaml.safe_dump(document))
+
+    async def listed() -> bool:
+        _, body = await status_json(stack)
+        names = {e["name"]: e for e in body["endpoints"]}
+        return "pod-never" in names and names["pod-c"]["waiting"] == 0
+
+    await eventually(listed, timeout=10, what="pod-never on /status.json, pod-c idle")
+    _, body = await status_json(stack)
+    by_name = {e["name"]: e for e in body["endpoints"]}
+    never, idle = by_name["pod-never"], by_name["pod-c"]
+    assert (never["waiting"], never["running"], never["kv"]) == (None, None, None)
+    assert never["max_active_models"] is None
+    assert (idle["waiting"], idle["running"], idle["kv"]) == (0, 0, 0.0)
+    # The page renders null as "-" (no browser here: the headless test needs chromium).
+    assert 'function num(v) { return v === null || v === undefined ? "-"' in PAGE
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_with_a_token_a_browser_logs_in_with_basic_auth(tmp_path: Path) -> None:
+    """With gRPC auth on, the page needs the token; a browser gets in with the token as the
+    Basic password (here in the URL, as a login prompt would send it) and keeps it for the
+    page's own /status.json refreshes."""
+    from stack import running_stack
+
+    chromium = _chromium()
+    token = "browser-token-123"
+    async with running_stack(tmp_path, token=token) as stack:
+        await all_fresh(stack)
+        port = stack.app.metrics_port
+        profile = tmp_path / "chromium-profile"
+        refused = await _chromium_run(
+            chromium, profile, "--dump-dom", f"http://127.0.0.1:{port}/status"
+        )
+        assert b"pod-a" not in refused
+        dom = await _chromium_run(
+            chromium, profile, "--dump-dom", f"http://anyone:{token}@127.0.0.1:{port}/status"
+        )
+        parsed = _Rows()
+        parsed.feed(dom.decode())
+        assert set(parsed.rows) == {"pod-a", "pod-b", "pod-c"}, dom.decode()[-2000:]
