@@ -25,8 +25,14 @@ from datalayer.hub import Hub
 from datalayer.plugin import Discovery, DiscoverySink
 from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
+from server.http_auth import status_auth_middleware
 from server.observability import SelfMetrics
-from server.security import BearerTokenInterceptor, TlsFiles, server_credentials
+from server.security import (
+    BearerTokenInterceptor,
+    TlsFiles,
+    http_ssl_context,
+    server_credentials,
+)
 from server.service import DataLayerService, add_to_server, declared_attribute_keys
 from server.status_page import add_status_routes
 
@@ -184,13 +190,15 @@ class DataLayerApp:
     async def _start_metrics_http(self) -> None:
         if self.options.metrics_port is None:
             return
-        app = web.Application()
+        # The status pages show endpoint data: the same token and TLS rule as gRPC.
+        app = web.Application(middlewares=[status_auth_middleware(self.options.token)])
         app.router.add_get("/metrics", self._serve_metrics)
         add_status_routes(app, self)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, wanted = self.options.metrics_host, self.options.metrics_port
-        site = web.TCPSite(runner, host, wanted)
+        ssl_context = http_ssl_context(self.options.tls) if self.options.tls else None
+        site = web.TCPSite(runner, host, wanted, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,17 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def http_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
+    """TLS for the metrics/status port with gRPC's rule: same certificate, and with a
+    client CA every client must present a certificate that CA signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    if tls.client_ca is not None:
+        context.load_verify_locations(cafile=str(tls.client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def load_token(token_file: str | None) -> str | None:

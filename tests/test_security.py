@@ -100,6 +100,7 @@ def test_token_comes_from_a_file_or_env_never_the_command_line_and_is_not_logged
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    (tmp_path / "e.yaml").write_text("endpoints: []\n")  # a missing file is never SERVING
     config = tmp_path / "c.yaml"
     config.write_text(
         "plugins:\n- type: metrics-data-source\n- type: core-metrics-extractor\n"
@@ -140,3 +141,69 @@ def test_token_comes_from_a_file_or_env_never_the_command_line_and_is_not_logged
     output = "".join(lines) + rest
     assert "bearer-token authentication is on (token not shown)" in output
     assert TOKEN not in output
+
+
+async def _get(url: str, **kwargs: object) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, await response.text()
+
+
+async def test_status_pages_need_the_token_when_grpc_does(tmp_path: Path) -> None:
+    """/status and /status.json show every endpoint's data: with a gRPC token they used to
+    be open on the metrics port. /metrics (self-metrics only) stays open for scrapers."""
+    import base64
+
+    async with running_stack(tmp_path, token=TOKEN) as stack:
+        base = f"http://127.0.0.1:{stack.app.metrics_port}"
+        for path in ("/status", "/status.json"):
+            status, _ = await _get(base + path)
+            assert status == 401, path
+            for wrong in ("Bearer wrong", f"Bearer {TOKEN}x", "Basic eDp5"):
+                status, _ = await _get(base + path, headers={"Authorization": wrong})
+                assert status == 401, (path, wrong)
+            status, _ = await _get(base + path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert status == 200, path
+            basic = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
+            status, _ = await _get(base + path, headers={"Authorization": f"Basic {basic}"})
+            assert status == 200, path  # a browser's own login prompt: any user, the token
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, http.get(base + "/status.json") as refused:
+            assert "pod-a" not in await refused.text()
+            # The Basic challenge is what makes a browser show its login prompt.
+            challenges = refused.headers.getall("WWW-Authenticate")
+            assert challenges[0].startswith("Basic realm=")
+        status, body = await _get(base + "/metrics")
+        assert status == 200
+        assert "datalayer_" in body
+
+
+async def test_with_mtls_the_metrics_port_speaks_tls_and_wants_a_client_cert(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    import aiohttp
+
+    ca, server, client_pem = make_pki(tmp_path)
+    tls = TlsFiles(server.cert, server.key, client_ca=ca.cert)
+    async with running_stack(tmp_path, tls=tls) as stack:
+        port = stack.app.metrics_port
+        with pytest.raises(aiohttp.ClientError):
+            await _get(f"http://127.0.0.1:{port}/status.json")
+        anonymous = ssl.create_default_context(cafile=str(ca.cert))
+        with pytest.raises(aiohttp.ClientError):
+            await _get(f"https://127.0.0.1:{port}/status.json", ssl=anonymous)
+        with_cert = ssl.create_default_context(cafile=str(ca.cert))
+        with_cert.load_cert_chain(str(client_pem.cert), str(client_pem.key))
+        status, body = await _get(f"https://127.0.0.1:{port}/status.json", ssl=with_cert)
+        assert status == 200
+        assert "endpoints" in body
+
+
+async def test_without_auth_the_status_pages_stay_open(tmp_path: Path) -> None:
+    async with running_stack(tmp_path) as stack:
+        status, _ = await _get(f"http://127.0.0.1:{stack.app.metrics_port}/status.json")
+        assert status == 200

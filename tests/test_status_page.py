@@ -364,26 +364,3 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
-
-async def test_with_a_token_a_browser_logs_in_with_basic_auth(tmp_path: Path) -> None:
-    """With gRPC auth on, the page needs the token; a browser gets in with the token as the
-    Basic password (here in the URL, as a login prompt would send it) and keeps it for the
-    page's own /status.json refreshes."""
-    from stack import running_stack
-
-    chromium = _chromium()
-    token = "browser-token-123"
-    async with running_stack(tmp_path, token=token) as stack:
-        await all_fresh(stack)
-        port = stack.app.metrics_port
-        profile = tmp_path / "chromium-profile"
-        refused = await _chromium_run(
-            chromium, profile, "--dump-dom", f"http://127.0.0.1:{port}/status"
-        )
-        assert b"pod-a" not in refused
-        dom = await _chromium_run(
-            chromium, profile, "--dump-dom", f"http://anyone:{token}@127.0.0.1:{port}/status"
-        )
-        parsed = _Rows()
-        parsed.feed(dom.decode())
-        assert set(parsed.rows) == {"pod-a", "pod-b", "pod-c"}, dom.decode()[-2000:]
