@@ -3,8 +3,10 @@
     .venv/bin/python bench/collector.py                      # 100 pods @ 50 ms, 500 @ 250 ms
     .venv/bin/python bench/collector.py --pods 100 --interval 50 --seconds 20
 
-Each configuration runs with the httptools client and with aiohttp (the baseline) against the
-same pods, in this one run, on pages that stay the same between scrapes ("static": most
+Each configuration runs with the httptools client, with aiohttp, and with the floor (a bare
+uvloop keep-alive client that fetches the same pages at the same rate and parses nothing: the
+`x floor` column is each client's CPU per scrape over the floor's) against the same pods, in this
+one run, on pages that stay the same between scrapes ("static": most
 scrapes commit nothing) and on pages whose gauges change on every request ("churn", the mock
 pod's `--churn`: every scrape commits and publishes).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -50,7 +53,96 @@ dataLayer:
   discovery: {{pluginRef: file-discovery}}
 """
 
-CLIENTS = {"httptools": "auto", "aiohttp": "aiohttp"}
+CLIENTS = {"httptools": "auto", "aiohttp": "aiohttp", "floor": ""}
+
+
+class _BareGet(asyncio.Protocol):
+    """The floor: a keep-alive GET that only finds where the reply ends (Content-Length) and
+    parses nothing else: no HTTP parser, no scan, no store, no collector."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.need = -1
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            at = head.find(b"content-length:") + 15
+            self.need = end + 4 + int(head[at : head.find(b"\r\n", at)])
+        if len(self.buffer) >= self.need and self.waiter is not None:
+            self.buffer.clear()
+            self.need = -1
+            self.waiter.set_result(None)
+
+    def get(self, request: bytes) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+
+async def measure_floor(
+    ports: list[int], interval_ms: float, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """The same pods at the same rate through `_BareGet`: what fetching alone costs."""
+    loop = asyncio.get_running_loop()
+    interval = interval_ms / 1000
+    counts = [0]
+
+    async def one(port: int) -> None:
+        _, protocol = await loop.create_connection(_BareGet, "127.0.0.1", port)
+        request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        await asyncio.sleep(random.uniform(0, interval))
+        next_tick = loop.time()
+        while True:
+            await protocol.get(request)
+            counts[0] += 1
+            next_tick = max(next_tick + interval, loop.time())
+            await asyncio.sleep(next_tick - loop.time())
+
+    tasks = [asyncio.create_task(one(port)) for port in ports]
+    try:
+        await asyncio.sleep(warmup)
+        polls0, t0, times0 = counts[0], time.monotonic(), os.times()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        polls = counts[0] - polls0
+        times1 = os.times()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    user, system = times1.user - times0.user, times1.system - times0.system
+    nominal = len(ports) / interval
+    nan = float("nan")
+    return {
+        "client": "floor",
+        "pods": len(ports),
+        "interval_ms": interval_ms,
+        "nominal_per_s": nominal,
+        "achieved_per_s": polls / elapsed,
+        "achieved_pct": 100 * polls / elapsed / nominal,
+        "cpu_us_per_scrape": (user + system) / polls * 1e6,
+        "cpu_cores": (user + system) / elapsed,
+        "user_us_per_scrape": user / polls * 1e6,
+        "sys_us_per_scrape": system / polls * 1e6,
+        "commits_per_s": nan,
+        "poll_errors": 0,
+        "age_p50_ms": nan,
+        "age_p99_ms": nan,
+        "age_mean_ms": nan,
+        "stale_at_end": 0,
+        "rss_mib": rss_kib() / 1024,
+    }
 
 
 async def measure(
@@ -131,7 +223,10 @@ async def run_config(
         for _ in range(args.repeat):
             for client in args.clients:
                 progress(f"{pods} pods @ {interval_ms:g} ms, {page}, {client}: {args.seconds:g}s")
-                result = await measure(ports, interval_ms, client, args.seconds, args.warmup)
+                if client == "floor":
+                    result = await measure_floor(ports, interval_ms, args.seconds, args.warmup)
+                else:
+                    result = await measure(ports, interval_ms, client, args.seconds, args.warmup)
                 result["page"] = page
                 results.append(result)
     finally:
@@ -179,8 +274,17 @@ def main() -> None:
                 results.extend(await run_config(pods, interval, page == "churn", args))
 
     run_async(all_runs)
+    floors = {
+        (r["pods"], r["interval_ms"], r["page"]): r["cpu_us_per_scrape"]
+        for r in results
+        if r["client"] == "floor"
+    }
+    for r in results:
+        floor = floors.get((r["pods"], r["interval_ms"], r["page"]))
+        r["x_floor"] = r["cpu_us_per_scrape"] / floor if floor else float("nan")
     print_table(
-        "collector: data-layer process cost per scrape (httptools client vs aiohttp baseline)",
+        "collector: data-layer process cost per scrape (httptools, aiohttp; floor = a bare "
+        "keep-alive client, same pods and rate, parsing nothing)",
         [
             "pods",
             "interval ms",
@@ -190,6 +294,7 @@ def main() -> None:
             "achieved/s",
             "%",
             "CPU µs/scrape",
+            "x floor",
             "user",
             "sys",
             "cores",
@@ -209,6 +314,7 @@ def main() -> None:
                 r["achieved_per_s"],
                 r["achieved_pct"],
                 r["cpu_us_per_scrape"],
+                r["x_floor"],
                 r["user_us_per_scrape"],
                 r["sys_us_per_scrape"],
                 r["cpu_cores"],

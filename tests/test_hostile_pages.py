@@ -8,7 +8,6 @@ it fed gets an error naming the cap, never a silently partial value or a "no ada
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -41,8 +40,8 @@ MAX_CACHE = 8 * 1024 * 1024
 class CountingScanner(SelectiveScanner):
     """Counts the candidate lines that reach Python and the lines decoded in full.
 
-    The regex pass over the bytes is C and linear in the page; the per-line Python work is
-    what a hostile page multiplies, so it is what the caps must bound."""
+    The search pass over the bytes is native code and linear in the page; the per-line Python
+    work is what a hostile page multiplies, so it is what the caps must bound."""
 
     __slots__ = ("decoded", "taken")
 
@@ -51,9 +50,9 @@ class CountingScanner(SelectiveScanner):
         self.taken = 0
         self.decoded = 0
 
-    def _take(self, out: MetricSamples, body: bytes, match: re.Match[bytes]) -> bool | None:
+    def _take(self, out: MetricSamples, body: bytes, raw: bytes, start: int) -> bool | None:
         self.taken += 1
-        return super()._take(out, body, match)
+        return super()._take(out, body, raw, start)
 
     def _decode(self, body: bytes, start: int, end: int, line: bytes) -> Sample | None:
         self.decoded += 1

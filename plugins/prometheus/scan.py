@@ -2,17 +2,16 @@
 
 A vLLM page is 59-101 KB, almost all histogram buckets, and a scheduler needs
 3-6 of its ~600 lines. A full parse costs milliseconds; this scanner costs
-tens of microseconds, because the only work done for an unwanted line is one
-failed trie step after its newline, inside the regex engine's C loop.
+about ten microseconds, because an unwanted line costs nothing in Python: a native
+multi-pattern search skips it.
 
-How: the wanted names are compiled once into a single regex, `\\n` followed by
-a trie of the names and a lookahead for what may follow a name (`{`, a space
-or a tab). One `finditer` over the page yields the candidate lines; only
-those reach Python. Matching at a newline (and at offset 0 separately) gives
-line-start anchoring for free; `HELP`/`TYPE` lines never match because they
-start with `#`; a name that is a prefix of another (`vllm:num_requests_waiting`
-vs `..._by_reason`) is rejected by the lookahead. A `# EOF` line (OpenMetrics)
-is a branch of the same trie and ends the scan.
+How: one Aho-Corasick pass (`_Finder`, Rust through `ahocorasick_rs`) looks for
+`\n` followed by a wanted name and a byte that may follow a name (`{`, a space,
+a tab), or for `\n# EOF` (OpenMetrics' end, which ends the scan); only those
+candidate lines reach Python. Matching after a newline (and at offset 0
+separately) gives line-start anchoring for free; `HELP`/`TYPE` lines never match
+because they start with `#`; a name that is a prefix of another
+(`vllm:num_requests_waiting` vs `..._by_reason`) is told apart by the delimiter.
 
 A candidate line is then checked against the full grammar of a sample line
 (labels with escapes, value, optional timestamp and exemplar, CRLF). A line
@@ -22,9 +21,10 @@ only the value is read. A malformed line of a wanted name is skipped, as are
 indented lines and Prometheus 3 quoted UTF-8 names, which no model server
 writes.
 
-The regex pass is the floor of this design: on a 56 KB page, CPython's regex
-engine needs ~25 µs to visit every newline even for a pattern that can never
-match, and a trie of 17 names ~40 µs.
+The search pass is the floor of this design: ~0.12 µs per KB on this machine
+whatever the number of names, where CPython's regex engine needs ~0.45 µs per KB
+just to visit every newline (measured for issue 12 with pyahocorasick, google-re2
+and hyperscan beside it; see bench/RESULTS.md).
 
 Hostile pages. A scan runs on the event loop, so a page that costs a second
 stalls every other endpoint and every RPC for that second; a cache that keeps
@@ -33,9 +33,9 @@ scan is capped, and a capped name is noted in the result's `caps` (extractors
 turn it into a field error naming the cap):
 
 - at most `MAX_SERIES_PER_NAME` candidate lines per wanted name per scan. On
-  the next one the name is dropped from the pattern (a pattern without it is
-  compiled once and remembered), so the rest of its lines, contiguous or not,
-  cost only the C regex pass, like unwanted lines;
+  the next one the search goes on from there without the name (a finder without
+  it is built once and remembered), so the rest of its lines, contiguous or not,
+  cost only the native pass, like unwanted lines;
 - a line longer than `MAX_LINE_BYTES` is refused before it is copied or parsed,
   and a label value longer than `MAX_LABEL_VALUE_BYTES` refuses its series;
 - the remembered heads and lines are capped by bytes (`MAX_CACHE_BYTES`, an
@@ -46,8 +46,10 @@ turn it into a field error naming the cap):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeAlias
+
+from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
 from plugins.prometheus.samples import MetricSamples, Sample
 
@@ -166,13 +168,13 @@ class SelectiveScanner:
         "_at_start",
         "_capped",
         "_counts",
+        "_finder",
+        "_finders",
         "_head_bytes",
         "_heads",
-        "_in_body",
         "_line_bytes",
         "_lines",
         "_names",
-        "_patterns",
         "_str_names",
     )
 
@@ -188,11 +190,9 @@ class SelectiveScanner:
         # The one pass over the page only finds candidate lines: a wanted name
         # (or `# EOF`) at a line start, followed by what may follow a name.
         # The grammar of the rest of the line is checked per candidate.
-        line = _line_pattern(self._str_names)
-        # Two patterns rather than `(?:\A|\n)`: a literal `\n` prefix lets the
-        # regex engine skip to newlines in C instead of trying every offset.
-        self._in_body = re.compile(rb"\n" + line)
-        self._at_start = re.compile(line)
+        # The page's first line has no newline before it: one regex match at offset 0.
+        self._at_start = re.compile(_line_pattern(self._str_names))
+        self._finder = _Finder(self._str_names)
         #: What precedes a line's value (`{labels}` plus spacing) -> its decoded labels,
         #: for heads already validated by the full grammar. Bounded by _MAX_HEADS.
         self._heads: dict[bytes, dict[str, str]] = {}
@@ -204,8 +204,8 @@ class SelectiveScanner:
         #: Per scan: candidate lines seen per name, and the names that hit the series cap.
         self._counts: dict[str, int] = {}
         self._capped: set[str] = set()
-        #: Body patterns without some capped names, compiled on first need.
-        self._patterns: dict[frozenset[str], re.Pattern[bytes]] = {}
+        #: Finders without some capped names, built on first need.
+        self._finders: dict[frozenset[str], _Finder] = {}
 
     @property
     def names(self) -> frozenset[str]:
@@ -228,49 +228,62 @@ class SelectiveScanner:
         self._counts = {}
         if self._capped:
             self._capped = set()
-        pattern = self._in_body
-        pos = 0
         take = self._take
         first = self._at_start.match(body)
-        if first is not None and take(out, body, first) is False:
+        if first is not None and take(out, body, first.group(1), first.end()) is False:
             return out  # `# EOF` first; the series cap cannot be hit on the first line
-        while True:
-            verdict: bool | None = True
-            for match in pattern.finditer(body, pos):
-                verdict = take(out, body, match)
-                if verdict is not True:
+        finder = self._finder
+        view = memoryview(body)
+        size = len(body)
+        pos = 0
+        while pos < size:
+            stop = pos + _CHUNK
+            # A window reaches one pattern's length past its chunk, so a line that starts
+            # in the chunk is found whole; one that starts past it is the next window's.
+            window = body if pos == 0 and stop >= size else view[pos : stop + finder.longest]
+            owners = finder.owners
+            resume = stop
+            for index, begin, end in finder.find(window):
+                if begin >= _CHUNK:
                     break
-            if verdict is not None:  # the page's end, or `# EOF`
-                return out
-            # A name just hit the series cap: go on without it, after this line.
-            pattern = self._pattern_without(frozenset(self._capped))
-            pos = match.end()
+                raw, delimiter = owners[index]
+                verdict = take(out, body, raw, pos + end - delimiter)
+                if verdict is None:
+                    # The name just hit the series cap: search on from here without it.
+                    finder = self._finder_without(frozenset(self._capped))
+                    resume = pos + end
+                    break
+                if verdict is False:
+                    return out  # `# EOF`
+            pos = resume
+        return out
 
-    def _pattern_without(self, dropped: frozenset[str]) -> re.Pattern[bytes]:
-        """The body pattern minus `dropped` names; compiled once per set (a few sets at most)."""
-        pattern = self._patterns.get(dropped)
-        if pattern is None:
-            if len(self._patterns) >= _MAX_PATTERNS:
-                self._patterns.clear()
-            kept = [raw for raw, name in self._str_names.items() if name not in dropped]
-            pattern = self._patterns[dropped] = re.compile(rb"\n" + _line_pattern(kept))
-        return pattern
+    def _finder_without(self, dropped: frozenset[str]) -> _Finder:
+        """The finder minus `dropped` names; built once per set (a few sets at most)."""
+        finder = self._finders.get(dropped)
+        if finder is None:
+            if len(self._finders) >= _MAX_PATTERNS:
+                self._finders.clear()
+            kept = {raw: name for raw, name in self._str_names.items() if name not in dropped}
+            finder = self._finders[dropped] = _Finder(kept)
+        return finder
 
-    def _take(self, out: MetricSamples, body: bytes, match: re.Match[bytes]) -> bool | None:
-        """Record the candidate line's sample if it is well formed and within the caps.
+    def _take(self, out: MetricSamples, body: bytes, raw: bytes, start: int) -> bool | None:
+        """Record the sample of the line of name `raw` whose rest begins at `start`, if it
+        is well formed and within the caps.
 
-        True to go on; False at `# EOF`; None when the line's name just hit the series cap
-        (the line is not taken and the caller drops the name from its pattern).
+        True to go on; False at `# EOF`; None when the line's name is over the series cap
+        (the line is not taken, and the caller drops the name from later chunks).
         """
-        name = self._str_names[match.group(1)]
-        start = match.end()
+        name = self._str_names[raw]
         if name is None:
             return _EOF_LINE.match(body, start) is None
         counts = self._counts
         seen = counts.get(name, 0)
         if seen >= MAX_SERIES_PER_NAME:
-            out.note_cap(name, f"more than {MAX_SERIES_PER_NAME} series (cap hit)")
-            self._capped.add(name)
+            if name not in self._capped:
+                out.note_cap(name, f"more than {MAX_SERIES_PER_NAME} series (cap hit)")
+                self._capped.add(name)
             return None
         counts[name] = seen + 1
         end = body.find(b"\n", start)
@@ -386,6 +399,39 @@ _LABEL_TOO_LONG: Final = Sample({}, float("nan"))
 
 def _too_long(labels: dict[str, str]) -> bool:
     return any(len(value) > MAX_LABEL_VALUE_BYTES for value in labels.values())
+
+
+#: Bytes searched per window: a real page (56-100 KB) is one window, searched in place; a
+#: hostile page's capped names leave the search after the window in which they hit the cap.
+_CHUNK: Final = 128 * 1024
+
+
+class _Finder:
+    """Where the wanted lines start: one Aho-Corasick pass (Rust, `ahocorasick_rs`) for
+    `\n` + a wanted name + what may follow a name (`{`, a space, a tab), and `\n# EOF`.
+
+    The pass costs ~0.12 µs per KB whatever the number of names (CPython's regex engine
+    needs ~0.45 µs per KB just to visit every newline), and only the few wanted lines come
+    back to Python. Leftmost-longest matching attributes a line to the longest wanted name
+    it starts with; a longer unwanted name never matches, as its next byte is no delimiter.
+    """
+
+    __slots__ = ("find", "longest", "owners")
+
+    def __init__(self, names: Mapping[bytes, str | None]) -> None:
+        patterns: list[bytes] = []
+        #: pattern index -> (the name's bytes, how many delimiter bytes end the pattern)
+        self.owners: list[tuple[bytes, int]] = []
+        for raw, name in names.items():
+            for delimiter in (b"{", b" ", b"\t") if name is not None else (b"",):
+                patterns.append(b"\n" + raw + delimiter)
+                self.owners.append((raw, len(delimiter)))
+        self.longest = max(len(p) for p in patterns)
+        automaton = BytesAhoCorasick(patterns, matchkind=MatchKind.LeftmostLongest)
+        #: window -> [(pattern index, start, end)], in order, not overlapping
+        self.find: Callable[[bytes | memoryview], list[tuple[int, int, int]]] = (
+            automaton.find_matches_as_indexes
+        )
 
 
 def _line_pattern(names: Iterable[bytes]) -> bytes:
