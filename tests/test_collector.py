@@ -156,7 +156,7 @@ async def test_relabel_keeps_the_lane_and_delete_cancels_and_awaits_the_poll() -
     source = ScriptedSource()
     store, collector = make(source)
     await collector.upsert(spec("a", tier="x"))
-    await until(lambda: source.polls.get("a", 0) >= 2)
+    await until(lambda: collector.lane_states("a")[0].polls >= 2)
     (before,) = collector.lane_states("a")
     await collector.upsert(spec("a", tier="y"))  # relabel
     (after,) = collector.lane_states("a")
