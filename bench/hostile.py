@@ -28,8 +28,8 @@ import time
 from datalayer.model import EndpointSpec, EndpointUpdate
 from mockpod.spec import PodSpec
 from mockpod.state import PodState
-from plugins.core_metrics.extractor import CoreMetricsExtractor
-from plugins.payloads import BodyDecoder
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+from plugins.shared.payloads import BodyDecoder
 
 from common import print_table, progress, rss_kib, write_json
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from datalayer.model import EndpointSpec, EndpointUpdate
 from mockpod.spec import PodSpec
 from mockpod.state import PodState
-from plugins.core_metrics.extractor import CoreMetricsExtractor
-from plugins.prometheus.scan import SelectiveScanner
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+from plugins.shared.prometheus.scan import SelectiveScanner
 
 from common import print_table, progress, write_json
 

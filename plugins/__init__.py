@@ -10,17 +10,18 @@ from datalayer.registry import Registry
 
 def register(registry: Registry) -> None:
     """Entry-point hook: add every built-in plugin type to `registry`."""
-    from plugins.core_metrics.extractor import CoreMetricsExtractor
-    from plugins.dns_discovery.discovery import DnsDiscovery
-    from plugins.file_discovery.discovery import FileDiscovery
-    from plugins.file_source.source import FileDataSource
-    from plugins.json_extractor.extractor import JsonExtractor
-    from plugins.kubernetes_discovery import KubernetesPodDiscovery
-    from plugins.metrics_source.source import MetricsDataSource, PrometheusDataSource
-    from plugins.models import ModelsDataExtractor, ModelsDataSource
-    from plugins.prometheus_metric.extractor import PrometheusMetricExtractor
-    from plugins.push_source.source import HttpPushDataSource
-    from plugins.unix_socket_source.source import UnixSocketDataSource
+    from plugins.discovery.dns.discovery import DnsDiscovery
+    from plugins.discovery.file.discovery import FileDiscovery
+    from plugins.discovery.kubernetes import KubernetesPodDiscovery
+    from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+    from plugins.extractors.json.extractor import JsonExtractor
+    from plugins.extractors.models import ModelsDataExtractor
+    from plugins.extractors.prometheus_metric.extractor import PrometheusMetricExtractor
+    from plugins.sources.file.source import FileDataSource
+    from plugins.sources.metrics.source import MetricsDataSource, PrometheusDataSource
+    from plugins.sources.models import ModelsDataSource
+    from plugins.sources.push.source import HttpPushDataSource
+    from plugins.sources.unix_socket.source import UnixSocketDataSource
 
     for cls in (
         MetricsDataSource,

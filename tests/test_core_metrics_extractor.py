@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
 from datalayer.plugin import ParameterError
-from plugins.core_metrics.extractor import (
+from plugins.extractors.core_metrics.extractor import (
     BUILTIN_ENGINES,
     CoreMetricsExtractor,
     CoreMetricsParameters,
     EngineConfig,
 )
-from plugins.prometheus.samples import MetricSamples, Sample
-from plugins.prometheus.scan import SelectiveScanner
+from plugins.shared.prometheus.samples import MetricSamples, Sample
+from plugins.shared.prometheus.scan import SelectiveScanner
 
 from promfixtures import Lora, VllmPage, vllm_page
 

@@ -14,7 +14,7 @@ import pytest
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration
 from datalayer.plugin import ParameterError
-from plugins.dns_discovery.discovery import (
+from plugins.discovery.dns.discovery import (
     DnsDiscovery,
     DnsDiscoveryParameters,
     ResolveError,

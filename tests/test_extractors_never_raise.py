@@ -7,12 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datalayer.model import METRIC_FIELDS, EndpointSpec, EndpointUpdate
-from plugins.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
-from plugins.prometheus.samples import MetricSamples, Sample
-from plugins.prometheus_metric.extractor import (
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
+from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
     PrometheusMetricParameters,
 )
+from plugins.shared.prometheus.samples import MetricSamples, Sample
 
 CORE = CoreMetricsExtractor("core", CoreMetricsParameters())
 CUSTOM = PrometheusMetricExtractor(

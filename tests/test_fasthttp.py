@@ -1,4 +1,4 @@
-"""plugins/fasthttp against real sockets, side by side with aiohttp (`plugins/httpfetch`).
+"""plugins/shared/http against real sockets, side by side with aiohttp (`plugins/httpfetch`).
 
 Every scenario runs on the default asyncio loop and on uvloop (whose transports are not
 asyncio classes), and most run the aiohttp fetch too, so the two clients are held to the same
@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import uvloop
 
-from plugins.fasthttp import ConnectError, KeepAliveClient, PayloadError, ServerDisconnected
-from plugins.httpfetch import PollError, fetch_body, new_session
+from plugins.shared.http import ConnectError, KeepAliveClient, PayloadError, ServerDisconnected
+from plugins.shared.http.aio import PollError, fetch_body, new_session
 
 BODY = b"# TYPE m gauge\nm 1\n" * 200
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

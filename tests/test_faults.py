@@ -34,7 +34,7 @@ FAULTS = {
     "slow": ("slow", "poll timed out after 0.3s"),
     "http500": ("http500", "HTTP 500"),
     "garbage": ("garbage", "not a Prometheus text exposition"),
-    "truncated": ("truncated", "payload is not completed"),  # aiohttp and plugins/fasthttp
+    "truncated": ("truncated", "payload is not completed"),  # aiohttp and plugins/shared/http
     "oversize": ({"mode": "oversize", "size": 2 * 1024 * 1024}, "exceeds the 1048576-byte limit"),
     "reset": ("reset", "Connection reset by peer"),
     "hang": ("hang", "poll timed out after 0.3s"),

@@ -11,7 +11,7 @@ import pytest
 
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration
-from plugins.file_discovery.discovery import (
+from plugins.discovery.file.discovery import (
     EndpointsFileError,
     FileDiscovery,
     FileDiscoveryParameters,

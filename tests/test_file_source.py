@@ -15,13 +15,13 @@ import pytest
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
 from mockpod.spec import PodSpec
-from plugins.file_source.source import FileDataSource, FileReadError, FileSourceParameters
-from plugins.payloads import JsonDocument
-from plugins.prometheus import MetricSamples
-from plugins.prometheus_metric.extractor import (
+from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
     PrometheusMetricParameters,
 )
+from plugins.shared.payloads import JsonDocument
+from plugins.shared.prometheus import MetricSamples
+from plugins.sources.file.source import FileDataSource, FileReadError, FileSourceParameters
 
 from stack import JSON_EXTRACTOR, eventually, one_source_config_error, running_stack
 

@@ -19,15 +19,15 @@ from datalayer.model import EndpointSpec, EndpointUpdate
 from mockpod.server import start_pods
 from mockpod.spec import PodSpec
 from mockpod.state import PodState
-from plugins.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
-from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
-from plugins.prometheus import scan as scan_module
-from plugins.prometheus.samples import MetricSamples, Sample
-from plugins.prometheus.scan import SelectiveScanner
-from plugins.prometheus_metric.extractor import (
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
+from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
     PrometheusMetricParameters,
 )
+from plugins.shared.prometheus import scan as scan_module
+from plugins.shared.prometheus.samples import MetricSamples, Sample
+from plugins.shared.prometheus.scan import SelectiveScanner
+from plugins.sources.metrics.source import MetricsDataSource, MetricsSourceParameters
 
 POD = EndpointSpec("pod-a", "10.0.0.1", 8000)
 WAITING = "vllm:num_requests_waiting"

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from datalayer.model import EndpointSpec
 from datalayer.plugin import ParameterError
-from plugins.core_metrics.extractor import CoreMetricsExtractor
-from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+from plugins.sources.metrics.source import MetricsDataSource, MetricsSourceParameters
 
 from certs import Pem, make_pki
 

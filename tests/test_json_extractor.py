@@ -10,9 +10,9 @@ from datalayer.config import ConfigError, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
 from datalayer.registry import default_registry
-from plugins.json_extractor import JsonExtractor, JsonExtractorParameters
-from plugins.payloads import JsonDocument, PayloadError
-from plugins.prometheus import MetricSamples
+from plugins.extractors.json import JsonExtractor, JsonExtractorParameters
+from plugins.shared.payloads import JsonDocument, PayloadError
+from plugins.shared.prometheus import MetricSamples
 
 POD = EndpointSpec("pod-a", "10.0.0.1", 8000)
 

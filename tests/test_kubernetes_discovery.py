@@ -20,9 +20,9 @@ from lightkube.resources.core_v1 import Pod
 from datalayer.model import EndpointSpec
 from datalayer.params import DecodeError, Duration, decode_dataclass
 from datalayer.plugin import ParameterError
-from plugins.kubernetes_discovery import KubernetesDiscoveryParameters, KubernetesPodDiscovery
-from plugins.kubernetes_discovery.pods import pod_endpoints
-from plugins.kubernetes_discovery.reflector import Backoff
+from plugins.discovery.kubernetes import KubernetesDiscoveryParameters, KubernetesPodDiscovery
+from plugins.discovery.kubernetes.pods import pod_endpoints
+from plugins.discovery.kubernetes.reflector import Backoff
 
 from fake_kube_api import FakeKubeApi, make_pod
 
@@ -294,7 +294,7 @@ async def test_failed_lists_are_retried_and_logged_once(
 ) -> None:
     api.apply(make_pod("a", "10.0.0.1", VLLM))
     api.fail_lists = 3
-    with caplog.at_level(logging.INFO, logger="plugins.kubernetes_discovery"):
+    with caplog.at_level(logging.INFO, logger="plugins.discovery.kubernetes"):
         async with Running(discovery(kubeconfig)) as sink:
             await synced(api, sink)
             assert len(api.list_requests()) == 4

@@ -11,7 +11,7 @@ import yaml
 
 from datalayer.config import load_config_text
 from datalayer.registry import default_registry
-from plugins.kubernetes_discovery import REQUIRED_VERBS
+from plugins.discovery.kubernetes import REQUIRED_VERBS
 from server.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"

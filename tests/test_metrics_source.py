@@ -8,9 +8,9 @@ import pytest
 from aiohttp import web
 
 from datalayer.model import EndpointSpec
-from plugins.core_metrics.extractor import CoreMetricsExtractor
-from plugins.httpfetch import PollError
-from plugins.metrics_source.source import MetricsDataSource, MetricsSourceParameters
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+from plugins.shared.http.aio import PollError
+from plugins.sources.metrics.source import MetricsDataSource, MetricsSourceParameters
 
 PAGE = b"""# HELP vllm:num_requests_waiting Waiting.
 # TYPE vllm:num_requests_waiting gauge

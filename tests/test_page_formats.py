@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-from plugins.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
-from plugins.prometheus.scan import SelectiveScanner
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
+from plugins.shared.prometheus.scan import SelectiveScanner
 
 # Lines are real page lines, so some run past the line limit.
 # ruff: noqa: E501

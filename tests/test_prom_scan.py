@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins.prometheus.samples import MetricSamples, Sample
-from plugins.prometheus.scan import SelectiveScanner
+from plugins.shared.prometheus.samples import MetricSamples, Sample
+from plugins.shared.prometheus.scan import SelectiveScanner
 
 from promfixtures import Lora, VllmPage, vllm_page
 

@@ -13,13 +13,13 @@ import pytest
 from datalayer.model import EndpointSpec
 from datalayer.params import decode_dataclass
 from mockpod.spec import PodSpec
-from plugins.payloads import JsonDocument
-from plugins.prometheus import MetricSamples
-from plugins.prometheus_metric.extractor import (
+from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
     PrometheusMetricParameters,
 )
-from plugins.push_source.source import HttpPushDataSource, PushSourceParameters
+from plugins.shared.payloads import JsonDocument
+from plugins.shared.prometheus import MetricSamples
+from plugins.sources.push.source import HttpPushDataSource, PushSourceParameters
 
 from stack import JSON_EXTRACTOR, eventually, one_source_config_error, running_stack
 

@@ -13,12 +13,12 @@ from aiohttp import web
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import decode_dataclass
 from mockpod.spec import PodSpec
-from plugins.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
-from plugins.httpfetch import PollError
-from plugins.payloads import JsonDocument
-from plugins.prometheus import MetricSamples
-from plugins.unix_socket_source import source as source_module
-from plugins.unix_socket_source.source import UnixSocketDataSource, UnixSocketSourceParameters
+from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
+from plugins.shared.http.aio import PollError
+from plugins.shared.payloads import JsonDocument
+from plugins.shared.prometheus import MetricSamples
+from plugins.sources.unix_socket import source as source_module
+from plugins.sources.unix_socket.source import UnixSocketDataSource, UnixSocketSourceParameters
 
 from stack import eventually, one_source_config_error, running_stack
 

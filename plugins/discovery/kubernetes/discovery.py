@@ -1,0 +1,163 @@
+"""`kubernetes-pod-discovery`: the ready pods of a namespace that match a label selector.
+
+As upstream's EPP does for an InferencePool: each ready pod yields one endpoint per target
+port, named `<pod>-rank-<i>`, with the pod's labels (the engine label such as
+`llm-d.ai/engine-type` included) passed through. Pods are listed, then watched from the
+list's resourceVersion; see `reflector.py` for the protocol and `pods.py` for the rules.
+
+Nothing here touches the network or the filesystem before `run()`: the config loader builds
+plugins only to validate them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx2
+from lightkube import AsyncClient, KubeConfig, operators
+from lightkube.core.client import LabelSelector
+
+from datalayer.params import Duration
+from datalayer.plugin import Discovery, DiscoverySink, ParameterError
+from datalayer.selector import Selector, SelectorError, parse_selector
+from plugins.discovery.kubernetes.pods import EndpointTracker
+from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, describe
+
+log = logging.getLogger(__name__)
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass
+class KubernetesDiscoveryParameters:
+    #: Endpoint i of a pod uses targetPorts[i] and is named `<pod>-rank-<i>`.
+    target_ports: list[int]
+    namespace: str = "default"
+    #: Kubernetes syntax (`app=vllm,tier in (a,b)`), evaluated by the API server.
+    label_selector: str = ""
+    #: A kubeconfig file; unset: in-cluster config, else $KUBECONFIG, else ~/.kube/config.
+    kubeconfig: str | None = None
+    #: First delay before retrying a failed list or watch; doubles up to backoffMax.
+    backoff_initial: Duration = Duration(0.5)
+    backoff_max: Duration = Duration(30.0)
+    #: A watch is closed and resumed after this long, so a dead connection is noticed.
+    watch_timeout: Duration = Duration(300.0)
+    #: Connect/read timeout of each API request (a watch has no read timeout).
+    request_timeout: Duration = Duration(10.0)
+
+
+def label_selector_for_lightkube(selector: Selector) -> LabelSelector | None:
+    """The selector as lightkube's mapping of key to operator, which it encodes back to text."""
+    if not selector:
+        return None
+    labels: LabelSelector = {}
+    for req in selector.requirements:
+        values = sorted(req.values)
+        if req.operator == "=":
+            labels[req.key] = operators.equal(values[0])
+        elif req.operator == "!=":
+            labels[req.key] = operators.not_equal(values[0])
+        elif req.operator == "in":
+            labels[req.key] = operators.in_(values)
+        elif req.operator == "notin":
+            labels[req.key] = operators.not_in(values)
+        elif req.operator == "exists":
+            labels[req.key] = operators.exists()
+        else:
+            labels[req.key] = operators.not_exists()
+    return labels
+
+
+class KubernetesPodDiscovery(Discovery):
+    type_name = "kubernetes-pod-discovery"
+    description = "ready pods matching a label selector, one endpoint per target port (list+watch)"
+    Parameters = KubernetesDiscoveryParameters
+
+    def __init__(self, name: str, params: KubernetesDiscoveryParameters) -> None:
+        super().__init__(name, params)
+        if not params.target_ports:
+            raise ParameterError("targetPorts", "must list at least one port")
+        for i, port in enumerate(params.target_ports):
+            if not 0 < port < 65536:
+                raise ParameterError(f"targetPorts[{i}]", f"must be 1..65535, got {port}")
+            if port in params.target_ports[:i]:
+                raise ParameterError(f"targetPorts[{i}]", f"duplicate port {port}")
+        if len(params.namespace) > 63 or not _NAMESPACE.fullmatch(params.namespace):
+            raise ParameterError(
+                "namespace", f"{params.namespace!r} is not a namespace name (RFC 1123 label)"
+            )
+        try:
+            selector = parse_selector(params.label_selector)
+        except SelectorError as exc:
+            raise ParameterError("labelSelector", str(exc)) from None
+        repeated = [k for k, n in Counter(r.key for r in selector.requirements).items() if n > 1]
+        if repeated:
+            # lightkube takes one operator per key; `a!=x,a!=y` is written `a notin (x,y)`.
+            raise ParameterError(
+                "labelSelector", f"key {repeated[0]!r} appears twice; use one requirement per key"
+            )
+        if params.kubeconfig is not None and not params.kubeconfig:
+            raise ParameterError("kubeconfig", "must not be empty (omit it for the default)")
+        if params.backoff_initial <= 0:
+            raise ParameterError("backoffInitial", "must be greater than zero")
+        if params.backoff_max < params.backoff_initial:
+            raise ParameterError("backoffMax", "must not be less than backoffInitial")
+        if params.watch_timeout <= 0:
+            raise ParameterError("watchTimeout", "must be greater than zero")
+        if params.request_timeout <= 0:
+            raise ParameterError("requestTimeout", "must be greater than zero")
+        self.params: KubernetesDiscoveryParameters = params
+        self.labels = label_selector_for_lightkube(selector)
+
+    async def run(self, sink: DiscoverySink) -> None:
+        backoff = Backoff(self.params.backoff_initial, self.params.backoff_max)
+        client = await self._connect(backoff)
+        try:
+            reflector = PodReflector(
+                client,
+                sink,
+                EndpointTracker(self.params.target_ports, self.params.namespace),
+                namespace=self.params.namespace,
+                labels=self.labels,
+                backoff=backoff,
+                watch_timeout=self.params.watch_timeout,
+            )
+            await reflector.run()
+        finally:
+            await client.close()
+
+    async def _connect(self, backoff: Backoff) -> AsyncClient:
+        """Build the client, retrying while the configuration cannot be loaded."""
+        last_error = None
+        while True:
+            try:
+                # Reads kubeconfig / service-account files and builds an SSL context: blocking.
+                client = await asyncio.to_thread(self._new_client)
+            except Exception as exc:  # any failure: a missing config may appear later
+                error = describe(exc)
+                delay = backoff.next()
+                if error != last_error:
+                    log.error("cannot configure the Kubernetes client: %s; retrying", error)
+                    last_error = error
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            log.info(
+                "watching pods in namespace %s (selector %r) via %s",
+                self.params.namespace,
+                self.params.label_selector,
+                client.config.cluster.server,
+            )
+            return client
+
+    def _new_client(self) -> AsyncClient:
+        config = KubeConfig.from_file(self.params.kubeconfig) if self.params.kubeconfig else None
+        return AsyncClient(
+            config=config,
+            namespace=self.params.namespace,
+            timeout=httpx2.Timeout(self.params.request_timeout),
+        )

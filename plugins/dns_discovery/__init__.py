@@ -1,5 +1,0 @@
-"""`dns-discovery`: one endpoint per address a host name resolves to."""
-
-from plugins.dns_discovery.discovery import DnsDiscovery, DnsDiscoveryParameters
-
-__all__ = ["DnsDiscovery", "DnsDiscoveryParameters"]

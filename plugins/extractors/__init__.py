@@ -1,0 +1,1 @@
+"""Extractors: what turns a source's payload into an endpoint's metrics and attributes."""

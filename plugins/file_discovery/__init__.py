@@ -1,5 +1,0 @@
-"""`file-discovery`: endpoints listed in a YAML file, reloaded when it changes."""
-
-from plugins.file_discovery.discovery import FileDiscovery, FileDiscoveryParameters
-
-__all__ = ["FileDiscovery", "FileDiscoveryParameters"]

@@ -1,9 +1,0 @@
-"""`metrics-data-source`: one HTTP GET of an endpoint's Prometheus `/metrics` per tick."""
-
-from plugins.metrics_source.source import (
-    MetricsDataSource,
-    MetricsSourceParameters,
-    PrometheusDataSource,
-)
-
-__all__ = ["MetricsDataSource", "MetricsSourceParameters", "PrometheusDataSource"]

@@ -1,8 +1,0 @@
-"""`prometheus-metric`: one named metric into `metrics.custom` (the docs' "filter")."""
-
-from plugins.prometheus_metric.extractor import (
-    PrometheusMetricExtractor,
-    PrometheusMetricParameters,
-)
-
-__all__ = ["PrometheusMetricExtractor", "PrometheusMetricParameters"]

@@ -1,0 +1,1 @@
+"""Data sources: what fetches (or receives) one payload per endpoint, one package each."""
