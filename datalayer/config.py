@@ -40,7 +40,8 @@ import yaml
 from datalayer.params import DecodeError, Duration, decode_dataclass, resolve_file_paths
 from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
 from datalayer.registry import Registry, plugin_kind
-from datalayer.selector import EVERYTHING, Selector, SelectorError, parse_selector
+from datalayer.selector import EVERYTHING, SelectorError, parse_selector
+from datalayer.wiring import CollectorSettings, SourceBinding
 
 CONFIG_KIND = "DataLayerConfig"
 EPP_KIND = "EndpointPickerConfig"
@@ -62,27 +63,6 @@ class ConfigError(ValueError):
         self.line = line
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-
-
-@dataclass(frozen=True)
-class CollectorSettings:
-    """How often and how patiently endpoints are polled; defaults follow upstream."""
-
-    interval: Duration = Duration(0.05)
-    timeout: Duration = Duration(1.0)
-    staleness_threshold: Duration = Duration(2.0)
-
-
-@dataclass(eq=False)  # identity: bindings are keys of the collector's bookkeeping
-class SourceBinding:
-    """One configured source with its extractors, its own timing and the endpoints it serves."""
-
-    source: DataSource
-    extractors: list[Extractor]
-    interval: float
-    timeout: float
-    #: Which endpoints this source collects from (non-uniform collection); all by default.
-    selector: Selector = EVERYTHING
 
 
 @dataclass
@@ -398,8 +378,6 @@ class _Loader:
                     selector = parse_selector(entry.selector)
                 except SelectorError as exc:
                     raise self.error(f"{path}.selector", str(exc)) from None
-            for extractor in extractors:
-                source.add_extractor(extractor)
             bindings.append(SourceBinding(source, extractors, interval, timeout, selector))
         return bindings
 

@@ -62,8 +62,12 @@ class EndpointSpec:
     @property
     def host_port(self) -> str:
         """`address:port`, with IPv6 addresses bracketed as URLs need."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return host_port(self.address, self.port)
+
+
+def host_port(address: str, port: int) -> str:
+    """`address:port` for a URL or a Host header: an IPv6 address is bracketed."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 @dataclass(slots=True)

@@ -89,10 +89,6 @@ class DataSource(Plugin):
     #: The tick when the configuration sets none (e.g. `/v1/models` changes rarely).
     default_interval: ClassVar[float | None] = None
 
-    def __init__(self, name: str, params: Any) -> None:
-        super().__init__(name, params)
-        self.extractors: list[Extractor] = []
-
     def check_extractor(self, extractor: Extractor) -> str | None:
         """Why `extractor` cannot consume this source's payloads, or None when it can."""
         if not issubclass(self.output_type, extractor.input_type):
@@ -103,12 +99,10 @@ class DataSource(Plugin):
             )
         return None
 
-    def add_extractor(self, extractor: Extractor) -> None:
-        """Attach an extractor at start-up; the wiring was checked by `check_extractor`."""
-        self.extractors.append(extractor)
-
-    def start(self) -> None:
-        """Called once after all extractors are attached, inside the running event loop."""
+    def start(self, extractors: Sequence[Extractor]) -> None:
+        """Called once by the runtime, inside the running event loop, with the extractors
+        wired under this source (checked by `check_extractor`): the one place a source
+        learns what they need (e.g. the metric names to scan for) and opens its clients."""
 
 
 class PollingDataSource(DataSource):

@@ -134,7 +134,7 @@ class DataLayerApp:
         """Start everything; on failure (a port in use: ListenError) stop what had started."""
         try:
             for binding in self.config.sources:
-                binding.source.start()
+                binding.source.start(binding.extractors)
             self.collector.start()
             self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
             await self._start_grpc()
@@ -277,7 +277,7 @@ class DataLayerApp:
         log.info("reload keeps the state of %d unchanged lanes", carried)
         self.config, self.collector = config, new_collector
         for binding in config.sources:
-            binding.source.start()
+            binding.source.start(binding.extractors)
         new_collector.start()
         self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
         log.info("configuration reloaded from %s", config.file)

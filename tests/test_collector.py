@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from datalayer.collector import Collector
-from datalayer.config import CollectorSettings, SourceBinding
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import Duration
 from datalayer.plugin import Extractor, PollingDataSource
 from datalayer.store import EndpointStore
+from datalayer.wiring import CollectorSettings, SourceBinding
 
 
 @dataclass

@@ -74,7 +74,6 @@ def test_good_config_is_wired(registry: Registry) -> None:
     (binding,) = config.sources
     assert binding.source.name == "metrics-data-source"
     assert [e.name for e in binding.extractors] == ["core-metrics-extractor"]
-    assert binding.source.extractors == binding.extractors
     assert (binding.interval, binding.timeout) == (0.1, 0.5)
     assert config.collector.staleness_threshold == 3.0
     assert config.discovery.name == "pods"

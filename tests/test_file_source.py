@@ -31,7 +31,7 @@ POD = EndpointSpec("pod-a", "10.0.0.1", 8000, namespace="ns1")
 def make(tmp_path: Path, **params: Any) -> FileDataSource:
     params.setdefault("pathTemplate", f"{tmp_path}/{{namespace}}/{{name}}.json")
     source = FileDataSource("files", decode_dataclass(FileSourceParameters, params, "parameters"))
-    source.start()
+    source.start([])
     return source
 
 
@@ -50,15 +50,13 @@ async def test_prometheus_textfile_is_scanned_for_the_extractors_names(tmp_path:
     write(tmp_path / "pod-a.prom", "load 4\nother 9\n")
     params = {"pathTemplate": f"{tmp_path}/{{name}}.prom", "format": "prometheus"}
     source = FileDataSource("files", decode_dataclass(FileSourceParameters, params))
-    source.add_extractor(
-        PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
-    )
-    source.start()
+    load = PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
+    source.start([load])
     payload = await source.poll(POD)
     assert isinstance(payload, MetricSamples)
     assert set(payload) == {"load"}
     out = EndpointUpdate()
-    source.extractors[0].extract(payload, POD, out)
+    load.extract(payload, POD, out)
     assert out.custom == {"load": 4.0}
 
 
@@ -102,10 +100,9 @@ async def test_a_textfile_that_is_not_an_exposition_is_a_failed_read(
     write(tmp_path / "pod-a.prom", content)
     params = {"pathTemplate": f"{tmp_path}/{{name}}.prom", "format": "prometheus"}
     source = FileDataSource("files", decode_dataclass(FileSourceParameters, params))
-    source.add_extractor(
-        PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
+    source.start(
+        [PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))]
     )
-    source.start()
     with pytest.raises(FileReadError) as info:
         await source.poll(POD)
     assert fragment in str(info.value)

@@ -248,8 +248,7 @@ async def hostile_server() -> AsyncIterator[int]:
 
 async def test_hostile_page_over_http_is_a_field_error(hostile_server: int) -> None:
     source = MetricsDataSource("m", MetricsSourceParameters())
-    source.add_extractor(CORE)
-    source.start()
+    source.start([CORE])
     try:
         samples = await source.poll(EndpointSpec("pod", "127.0.0.1", hostile_server))
     finally:
@@ -265,8 +264,7 @@ async def test_real_mock_pods_hit_no_cap() -> None:
         [PodSpec(name="dp", engines=2, loras=("sql-lora", "chat-lora"), max_lora=2)]
     )
     source = MetricsDataSource("m", MetricsSourceParameters())
-    source.add_extractor(CORE)
-    source.start()
+    source.start([CORE])
     try:
         samples = await source.poll(EndpointSpec("dp", "127.0.0.1", pods.pods[0].port))
     finally:

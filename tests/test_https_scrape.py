@@ -55,8 +55,7 @@ async def https_pod(pki: tuple[Pem, Pem, Pem]) -> AsyncIterator[int]:
 
 def source(**params: object) -> MetricsDataSource:
     made = MetricsDataSource("m", MetricsSourceParameters(scheme="https", **params))  # type: ignore[arg-type]
-    made.add_extractor(CoreMetricsExtractor("core", CoreMetricsExtractor.Parameters()))
-    made.start()
+    made.start([CoreMetricsExtractor("core", CoreMetricsExtractor.Parameters())])
     return made
 
 

@@ -64,8 +64,7 @@ async def server() -> AsyncIterator[tuple[PageServer, int]]:
 
 def make_source(**params: object) -> MetricsDataSource:
     source = MetricsDataSource("m", MetricsSourceParameters(**params))  # type: ignore[arg-type]
-    source.add_extractor(CoreMetricsExtractor("core", CoreMetricsExtractor.Parameters()))
-    source.start()
+    source.start([CoreMetricsExtractor("core", CoreMetricsExtractor.Parameters())])
     return source
 
 

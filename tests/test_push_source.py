@@ -51,10 +51,8 @@ async def running() -> AsyncIterator[Running]:
     async def start(sink: Sink, **params: Any) -> tuple[HttpPushDataSource, str]:
         params.setdefault("port", 0)
         source = HttpPushDataSource("push", decode_dataclass(PushSourceParameters, params))
-        source.add_extractor(
-            PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
-        )
-        source.start()
+        load = PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
+        source.start([load])
         source.update_endpoints({"pod-a": POD_A})
         tasks.append(asyncio.create_task(source.run(sink)))
         async with asyncio.timeout(5):
@@ -192,7 +190,7 @@ async def test_bearer_token(running: Running, http: aiohttp.ClientSession, tmp_p
 
 async def test_cancel_stops_the_server_and_frees_the_port(http: aiohttp.ClientSession) -> None:
     source = HttpPushDataSource("push", PushSourceParameters(port=0))
-    source.start()
+    source.start([])
     task = asyncio.create_task(source.run(Sink()))
     async with asyncio.timeout(5):
         await source.listening.wait()

@@ -15,12 +15,13 @@ from typing import Any
 from test_collector import CountExtractor, ScriptedSource, make, spec, until
 
 from datalayer.collector import Collector, spec_problem, staleness_window
-from datalayer.config import CollectorSettings, SourceBinding, load_config_text
+from datalayer.config import load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.params import Duration
 from datalayer.plugin import Extractor
 from datalayer.registry import default_registry
 from datalayer.store import EndpointStore
+from datalayer.wiring import CollectorSettings, SourceBinding
 
 from stack import Stack, eventually, running_stack
 

@@ -87,8 +87,7 @@ async def started(sock_dir: Path, **params: Any) -> UnixSocketDataSource:
     source = UnixSocketDataSource(
         "uds", decode_dataclass(UnixSocketSourceParameters, params, "parameters")
     )
-    source.add_extractor(CoreMetricsExtractor("core", CoreMetricsParameters()))
-    source.start()
+    source.start([CoreMetricsExtractor("core", CoreMetricsParameters())])
     return source
 
 
@@ -103,7 +102,7 @@ async def test_prometheus_page_is_scanned_for_the_extractors_names(
     assert isinstance(payload, MetricSamples)
     assert "vllm:some_histogram_bucket" not in payload  # nobody asked for it
     out = EndpointUpdate()
-    source.extractors[0].extract(payload, spec("pod-a"), out)
+    CoreMetricsExtractor("core", CoreMetricsParameters()).extract(payload, spec("pod-a"), out)
     assert out.metrics["waiting_queue_size"] == 4
     assert out.metrics["running_requests_size"] == 1
     assert server.accept[0].startswith("text/plain;version=0.0.4")

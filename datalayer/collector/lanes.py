@@ -12,8 +12,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from datalayer.config import SourceBinding
 from datalayer.plugin import PushDataSource
+from datalayer.wiring import SourceBinding
 
 #: Slack on top of a polling lane's interval and timeout before it counts as stale: a lane
 #: that polls on time must never be judged stale just because its interval is long.

@@ -27,10 +27,10 @@ from datalayer.collector.lanes import (
 from datalayer.collector.membership import Membership, ScopedSink
 from datalayer.collector.schedule import PollScheduler
 from datalayer.collector.status import refresh_status
-from datalayer.config import CollectorSettings, SourceBinding
 from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.plugin import PushDataSource
 from datalayer.store import EndpointStore
+from datalayer.wiring import CollectorSettings, SourceBinding
 
 log = logging.getLogger("datalayer.collector")
 

@@ -73,7 +73,7 @@ class AttributeValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., text: _Optional[str] = ..., strings: _Optional[_Union[StringList, _Mapping]] = ..., object: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "namespace", "address", "port", "labels", "metrics", "attributes", "stale", "last_error", "revision")
+    __slots__ = ("name", "namespace", "address", "port", "labels", "metrics", "attributes", "stale", "last_error", "revision", "owner")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class Endpoint(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     namespace: str
     address: str
@@ -108,7 +109,8 @@ class Endpoint(_message.Message):
     stale: bool
     last_error: str
     revision: int
-    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., stale: _Optional[bool] = ..., last_error: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., stale: _Optional[bool] = ..., last_error: _Optional[str] = ..., revision: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GetEndpointRequest(_message.Message):
     __slots__ = ("name",)
@@ -139,7 +141,7 @@ class ListEndpointsResponse(_message.Message):
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("selector", "names", "attributes", "resume_revision", "resume_instance_id", "min_interval", "heartbeat_interval")
+    __slots__ = ("selector", "names", "attributes", "resume_revision", "resume_instance_id", "min_interval", "heartbeat_interval", "owned_only")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +149,7 @@ class Subscription(_message.Message):
     RESUME_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    OWNED_ONLY_FIELD_NUMBER: _ClassVar[int]
     selector: str
     names: _containers.RepeatedScalarFieldContainer[str]
     attributes: _containers.RepeatedScalarFieldContainer[str]
@@ -154,7 +157,8 @@ class Subscription(_message.Message):
     resume_instance_id: str
     min_interval: _duration_pb2.Duration
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, selector: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., resume_revision: _Optional[int] = ..., resume_instance_id: _Optional[str] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    owned_only: bool
+    def __init__(self, selector: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., resume_revision: _Optional[int] = ..., resume_instance_id: _Optional[str] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., owned_only: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("type", "endpoint")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from datalayer.client import metric
+from datalayer.model import host_port
 from datalayer.v1 import datalayer_pb2 as pb
 
 #: No successful read within the staleness threshold: a scheduler should not pick it.
@@ -72,11 +73,10 @@ class EndpointRow:
     def from_proto(cls, endpoint: pb.Endpoint, now: float) -> EndpointRow:
         metrics = endpoint.metrics
         updated = metrics.update_time.seconds + metrics.update_time.nanos / 1e9
-        host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
         return cls(
             name=endpoint.name,
             namespace=endpoint.namespace,
-            address=f"{host}:{endpoint.port}",
+            address=host_port(endpoint.address, endpoint.port),
             engine=engine_of(endpoint.labels),
             waiting=_int(metric(metrics, "waiting_queue_size")),
             running=_int(metric(metrics, "running_requests_size")),

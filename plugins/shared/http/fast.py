@@ -40,6 +40,7 @@ import zlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, cast
 
+from datalayer.model import host_port
 from plugins.shared.http.aio import PollError
 
 try:
@@ -462,7 +463,7 @@ class KeepAliveClient:
         out.add_done_callback(functools.partial(_cancel_unless_done, task))
 
     def _target(self, host: str, port: int) -> _Target:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        authority = host_port(host, port)
         request = (
             f"GET {self._path} HTTP/1.1\r\n"
             f"Host: {authority}\r\n"

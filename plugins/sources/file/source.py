@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration, FilePath
-from datalayer.plugin import ParameterError, PollingDataSource
+from datalayer.plugin import Extractor, ParameterError, PollingDataSource
 from plugins.shared.payloads import (
     BodyDecoder,
     EndpointTemplate,
@@ -70,15 +71,19 @@ class FileDataSource(PayloadFormatMixin, PollingDataSource):
             raise ParameterError("maxAge", "must be greater than zero")
         self.payload_format = params.format
         self._params = params
-        self._decoder = BodyDecoder(params.format)
+        #: Built at `start`, once the extractors (and so the names to scan for) are known.
+        self._decoder: BodyDecoder | None = None
 
-    def start(self) -> None:
-        self._decoder = BodyDecoder(self.payload_format, self.extractors)
+    def start(self, extractors: Sequence[Extractor]) -> None:
+        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     def path_for(self, endpoint: EndpointSpec) -> str:
         return self.template.render(endpoint)
 
     async def poll(self, endpoint: EndpointSpec) -> MetricSamples | JsonDocument:
+        decoder = self._decoder
+        if decoder is None:
+            raise RuntimeError("source not started")
         try:
             path = self.path_for(endpoint)
         except TemplateError as exc:
@@ -86,7 +91,7 @@ class FileDataSource(PayloadFormatMixin, PollingDataSource):
         p = self._params
         body = await asyncio.to_thread(read_status_file, path, p.max_bytes, p.max_age)
         try:
-            return self._decoder.decode(body)
+            return decoder.decode(body)
         except PayloadError as exc:
             raise FileReadError(f"{path}: {exc}") from None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 
 from datalayer.model import EndpointSpec
 from datalayer.params import FilePath
-from datalayer.plugin import ParameterError, PayloadSink, PushDataSource
+from datalayer.plugin import Extractor, ParameterError, PayloadSink, PushDataSource
 from plugins.shared.payloads import (
     BodyDecoder,
     JsonDocument,
@@ -90,7 +90,8 @@ class HttpPushDataSource(PayloadFormatMixin, PushDataSource):
             self._token = _read_token(params.bearer_token_file)
         self.payload_format = params.format
         self._params = params
-        self._decoder = BodyDecoder(params.format)
+        #: Built at `start`, once the extractors (and so the names to scan for) are known.
+        self._decoder: BodyDecoder | None = None
         self._endpoints: dict[str, EndpointSpec] = {}
         self._sink: PayloadSink | None = None
         #: The bound port once listening (useful when `port` is 0).
@@ -98,8 +99,8 @@ class HttpPushDataSource(PayloadFormatMixin, PushDataSource):
         #: Set while the server accepts pushes.
         self.listening = asyncio.Event()
 
-    def start(self) -> None:
-        self._decoder = BodyDecoder(self.payload_format, self.extractors)
+    def start(self, extractors: Sequence[Extractor]) -> None:
+        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     def update_endpoints(self, endpoints: Mapping[str, EndpointSpec]) -> None:
         self._endpoints = dict(endpoints)
@@ -143,8 +144,11 @@ class HttpPushDataSource(PayloadFormatMixin, PushDataSource):
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _reply(413, f"body exceeds the {limit}-byte limit")
+        decoder = self._decoder
+        if decoder is None:
+            return _reply(503, f"source {self.name!r} is not started")
         try:
-            payload = self._decoder.decode(body)
+            payload = decoder.decode(body)
         except PayloadError as exc:
             return _reply(400, str(exc))
         sink = self._sink

@@ -14,6 +14,7 @@ accumulate sessions. Replies are held to the same rules as the TCP sources
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +22,7 @@ import aiohttp
 
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration, FilePath
-from datalayer.plugin import ParameterError, PollingDataSource
+from datalayer.plugin import Extractor, ParameterError, PollingDataSource
 from plugins.shared.http.aio import PollError, fetch_body
 from plugins.shared.payloads import (
     BodyDecoder,
@@ -78,17 +79,17 @@ class UnixSocketDataSource(PayloadFormatMixin, PollingDataSource):
             raise ParameterError("maxBodyBytes", "must be greater than zero")
         self.payload_format = params.format
         self._params = params
-        self._decoder = BodyDecoder(params.format)
+        #: Built at `start`, once the extractors (and so the names to scan for) are known.
+        self._decoder: BodyDecoder | None = None
         self._sessions: dict[str, _Session] = {}
         self._next_sweep = 0.0
-        self._started = False
 
-    def start(self) -> None:
-        self._decoder = BodyDecoder(self.payload_format, self.extractors)
-        self._started = True
+    def start(self, extractors: Sequence[Extractor]) -> None:
+        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     async def poll(self, endpoint: EndpointSpec) -> MetricSamples | JsonDocument:
-        if not self._started:
+        decoder = self._decoder
+        if decoder is None:
             raise RuntimeError("source not started")
         try:
             socket_path = self.socket_template.render(endpoint)
@@ -108,7 +109,7 @@ class UnixSocketDataSource(PayloadFormatMixin, PollingDataSource):
         finally:
             entry.last_used = asyncio.get_running_loop().time()
         try:
-            return self._decoder.decode(body)
+            return decoder.decode(body)
         except PayloadError as exc:
             raise PollError(str(exc)) from None
 

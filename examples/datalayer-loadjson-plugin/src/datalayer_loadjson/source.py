@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ import aiohttp
 
 from datalayer.model import EndpointSpec
 from datalayer.params import Duration
-from datalayer.plugin import ParameterError, PollingDataSource
+from datalayer.plugin import Extractor, ParameterError, PollingDataSource
 
 
 class LoadReportError(Exception):
@@ -88,7 +88,7 @@ class LoadJsonDataSource(PollingDataSource):
         self._params = params
         self._session: aiohttp.ClientSession | None = None
 
-    def start(self) -> None:
+    def start(self, extractors: Sequence[Extractor]) -> None:
         # One keep-alive session per source instance, created inside the running loop.
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._params.timeout),
