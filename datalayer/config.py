@@ -176,6 +176,8 @@ class _Loader:
         self.root_node: yaml.Node | None = None
         #: Indices of `plugins` entries an EPP config holds for the scheduler, not for us.
         self.ignored_plugins: set[int] = set()
+        #: Name -> type of those entries: a reference to one is not "no plugin named".
+        self.ignored_names: dict[str, str] = {}
 
     def error(self, path: str, message: str) -> ConfigError:
         return ConfigError(self.file, path, message, line=self._line_of(path))
@@ -264,6 +266,7 @@ class _Loader:
             if isinstance(type_name, str) and type_name not in self.registry:
                 ignored.append(f"plugin {entry.get('name') or type_name} ({type_name})")
                 self.ignored_plugins.add(index)
+                self.ignored_names[str(entry.get("name") or type_name)] = type_name
         if ignored:
             warnings.append("ignored (scheduling, not data layer): " + ", ".join(ignored))
         return kept
@@ -330,6 +333,12 @@ class _Loader:
 
     def _resolve(self, plugins: dict[str, Plugin], ref: str, path: str, kind: type[_P]) -> _P:
         plugin = plugins.get(ref)
+        if plugin is None and ref in self.ignored_names:
+            raise self.error(
+                path,
+                f"plugin {ref!r} ({self.ignored_names[ref]}) is declared in `plugins`, but its "
+                f"type is not a data-layer plugin this service runs (it is left to the scheduler)",
+            )
         if plugin is None:
             known = ", ".join(sorted(plugins)) or "none"
             raise self.error(path, f"no plugin named {ref!r} in `plugins` (declared: {known})")
