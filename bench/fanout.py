@@ -34,8 +34,8 @@ from datalayer.model import EndpointSpec, EndpointUpdate
 from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
-from server.cli import run_async
 from server.convert import batch_to_proto
+from server.runtime import run_async
 from server.service import DataLayerService, add_to_server
 
 from common import percentile, print_table, progress, write_json

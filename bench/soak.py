@@ -38,7 +38,7 @@ from datalayer.config import load_config_text
 from datalayer.registry import default_registry
 from datalayer.v1 import datalayer_pb2 as pb
 from server.app import DataLayerApp, ServeOptions
-from server.cli import run_async
+from server.runtime import run_async
 
 from common import print_table, progress, start_mock_pods, write_json
 

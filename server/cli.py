@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from console import add_commands as add_console_commands
 from datalayer.config import ConfigError, DataLayerConfig, load_config_file
+from datalayer.credentials import TOKEN_ENV, load_token
 from datalayer.params import describe_fields
 from datalayer.plugin import DataSource, Discovery, Extractor
 from datalayer.registry import Registry, default_registry, plugin_kind
 from server.app import DataLayerApp, ListenError, ServeOptions
-from server.console import add_commands as add_console_commands
 from server.observability import setup_logging
-from server.security import TOKEN_ENV, TlsFiles, load_token
+from server.runtime import run_async, wait_for_signal
+from server.security import TlsFiles
 
 log = logging.getLogger("datalayer")
 
@@ -309,35 +309,6 @@ def _cmd_mock_pod(args: argparse.Namespace) -> int:
 
     run_async(lambda: run_mock(args))
     return 0
-
-
-async def wait_for_signal() -> None:
-    """Return on SIGINT or SIGTERM (a clean shutdown follows in the caller)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, Any] | Awaitable[Any]]) -> None:
-    """Run on uvloop when it is installed (cheaper sockets), else the default loop."""
-
-    async def _main() -> None:
-        await factory()
-
-    try:
-        import uvloop
-    except ImportError:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_main())
-        return
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_main())
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from datalayer.v1 import datalayer_pb2 as pb
 from mockpod.server import PodGroup, start_pods
 from mockpod.spec import PodSpec
 from server.app import DataLayerApp, ServeOptions
-from server.cli import wait_for_signal
+from server.runtime import wait_for_signal
 
 DEMO_CONFIG = """\
 kind: DataLayerConfig

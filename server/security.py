@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from typing import Any
 
 import grpc
 
-TOKEN_ENV = "DATALAYER_TOKEN"
 #: Calls that need no token: liveness/readiness probes.
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -50,17 +48,6 @@ def http_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
         context.load_verify_locations(cafile=str(tls.client_ca))
         context.verify_mode = ssl.CERT_REQUIRED
     return context
-
-
-def load_token(token_file: str | None) -> str | None:
-    """The bearer token from `--token-file` or $DATALAYER_TOKEN; None disables auth."""
-    if token_file:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
-        if not token:
-            raise ValueError(f"{token_file}: the token file is empty")
-        return token
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    return token or None
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from console.rows import HEALTH_ORDER, engine_of, health_state
 from datalayer.collector import Collector
 from datalayer.config import DataLayerConfig, plugin_parameters_as_dict
 from datalayer.hub import Hub, Subscriber
 from datalayer.plugin import Plugin
 from datalayer.selector import EVERYTHING, Selector, SelectorError, parse_selector
 from datalayer.store import EndpointRecord, EndpointStore
-from server.console.rows import HEALTH_ORDER, engine_of, health_state
 from server.status_html import PAGE
 
 DEFAULT_LIMIT = 500

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from server.console.commands import WatchView
-from server.console.rows import EndpointRow, format_age, format_lora, health_state
+from console.commands import WatchView
+from console.rows import EndpointRow, format_age, format_lora, health_state
 from server.security import TlsFiles
 
 from certs import make_pki
@@ -331,8 +331,8 @@ def test_rows_classify_health_and_format_for_people() -> None:
 def test_unknown_values_show_as_a_dash_never_as_zero() -> None:
     """A field absent on the wire (not read) is `-`; a present 0 is `0`. Both used to be 0."""
     from datalayer.v1 import datalayer_pb2 as pb
-    from server.console.render import endpoint_detail, endpoints_table
-    from server.console.rows import format_kv, sort_rows
+    from console.render import endpoint_detail, endpoints_table
+    from console.rows import format_kv, sort_rows
 
     unread = pb.Endpoint(name="pod-unread", address="10.0.0.1", port=8000, stale=True)
     idle = pb.Endpoint(

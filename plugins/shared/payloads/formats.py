@@ -49,10 +49,9 @@ class BodyDecoder:
     PayloadError: not a Prometheus text exposition (starts with b'<html>')
     """
 
-    __slots__ = ("_format", "_scanner")
+    __slots__ = ("_scanner",)
 
     def __init__(self, fmt: PayloadFormat, extractors: Iterable[Extractor] = ()) -> None:
-        self._format = fmt
         names: set[str] = set()
         for extractor in extractors:
             names |= extractor.required_names()

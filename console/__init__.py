@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from server.console.connect import add_connection_flags
+from console.connect import add_connection_flags
 
 SORTS = ("health", "name", "waiting", "running", "kv", "age")
 
@@ -57,18 +57,18 @@ def _seconds(text: str) -> float:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from server.console.commands import list_command, run_command
+    from console.commands import list_command, run_command
 
     return run_command(args, list_command)
 
 
 def _get(args: argparse.Namespace) -> int:
-    from server.console.commands import get_command, run_command
+    from console.commands import get_command, run_command
 
     return run_command(args, get_command)
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from server.console.commands import run_command, watch_command
+    from console.commands import run_command, watch_command
 
     return run_command(args, watch_command)

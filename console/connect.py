@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 from datalayer.client import ClientTls, DataLayerClient
-from server.security import TOKEN_ENV, load_token
+from datalayer.credentials import TOKEN_ENV, load_token
 
 DEFAULT_SERVER = "localhost:9002"
 

@@ -14,9 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from datalayer.client import metric
-from datalayer.v1 import datalayer_pb2 as pb
-from server.console.rows import (
+from console.rows import (
     DEGRADED,
     FRESH,
     KV_HIGH,
@@ -28,6 +26,8 @@ from server.console.rows import (
     format_kv,
     format_lora,
 )
+from datalayer.client import metric
+from datalayer.v1 import datalayer_pb2 as pb
 
 STATE_STYLES = {STALE: "bold red", DEGRADED: "yellow", FRESH: "green"}
 ROW_STYLES = {STALE: "red", DEGRADED: "yellow", FRESH: ""}

@@ -24,11 +24,11 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from console.connect import UsageError, describe_rpc_error, open_client
+from console.render import endpoint_detail, endpoints_table, summary_line
+from console.rows import EndpointRow, sort_rows
 from datalayer.client import DataLayerClient
 from datalayer.v1 import datalayer_pb2 as pb
-from server.console.connect import UsageError, describe_rpc_error, open_client
-from server.console.render import endpoint_detail, endpoints_table, summary_line
-from server.console.rows import EndpointRow, sort_rows
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
