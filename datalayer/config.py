@@ -178,6 +178,8 @@ class _Loader:
         self.ignored_plugins: set[int] = set()
         #: Name -> type of those entries: a reference to one is not "no plugin named".
         self.ignored_names: dict[str, str] = {}
+        #: What `load` reports beside the result (the returned config holds this list).
+        self.warnings: list[str] = []
 
     def error(self, path: str, message: str) -> ConfigError:
         return ConfigError(self.file, path, message, line=self._line_of(path))
@@ -187,7 +189,7 @@ class _Loader:
         if not isinstance(data, dict):
             raise self.error("", "the document must be a mapping with `plugins` and `dataLayer`")
         kind = data.get("kind", CONFIG_KIND)
-        warnings: list[str] = []
+        warnings = self.warnings
         if kind == EPP_KIND:
             data = self._epp_data_layer_part(data, warnings)
         try:
@@ -380,6 +382,13 @@ class _Loader:
             interval = _first_set(entry.interval, source.default_interval, collector.interval)
             timeout = entry.timeout if entry.timeout is not None else collector.timeout
             self._check_positive(f"{path}.interval", interval)
+            if interval < collector.interval:
+                # As upstream: a source is never polled faster than the base tick.
+                self.warnings.append(
+                    f"{path}.interval: {interval:g}s is under the base tick "
+                    f"({collector.interval:g}s); using {collector.interval:g}s"
+                )
+                interval = collector.interval
             self._check_positive(f"{path}.timeout", timeout)
             selector = EVERYTHING
             if entry.selector:

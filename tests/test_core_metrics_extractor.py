@@ -248,6 +248,7 @@ nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="used",model="tensorrt_llm
         ("sglang", SGLANG, (7, 2, 0.6, 1, 9000)),
         ("trtllm-serve", TRTLLM, (4, 3, 0.25, 32, 2048)),
         ("triton-tensorrt-llm", TRITON, (8, 2, 0.125, 64, 1000)),
+        ("triton", TRITON, (8, 2, 0.125, 64, 1000)),  # upstream's engine-type value
     ],
 )
 def test_other_engines_by_label(
@@ -391,7 +392,13 @@ def test_invalid_parameters(params: dict[str, Any], field: str, message: str) ->
 
 
 def test_builtin_table_has_the_brief_engines() -> None:
-    assert set(BUILTIN_ENGINES) == {"vllm", "sglang", "trtllm-serve", "triton-tensorrt-llm"}
+    assert set(BUILTIN_ENGINES) == {
+        "vllm",
+        "sglang",
+        "trtllm-serve",
+        "triton-tensorrt-llm",
+        "triton",
+    }
 
 
 # --- robustness ----------------------------------------------------------------------------

@@ -125,7 +125,13 @@ async def test_models_attribute_lists_base_and_lora(tmp_path: Path) -> None:
             for m in (item.struct_value.fields for item in value.object.list_value.values)
         ]
         base = PODS[1].model
-        assert models == [{"id": base, "parent": None}, {"id": "sql-lora", "parent": base}]
+        assert [{k: m[k] for k in ("id", "parent")} for m in models] == [
+            {"id": base, "parent": None},
+            {"id": "sql-lora", "parent": base},
+        ]
+        assert {(m["object"], m["owned_by"]) for m in models} == {("model", "vllm")}
+        created = value.object.list_value.values[0].struct_value.fields["created"]
+        assert created.number_value > 0
         assert value.update_time.seconds > 0
 
 

@@ -120,47 +120,60 @@ def _specs(*texts: str) -> tuple[MetricSpec, ...]:
     return tuple(MetricSpec.parse(text) for text in texts)
 
 
+def _with_aliases(engines: dict[str, EngineMapping]) -> dict[str, EngineMapping]:
+    """Add `triton`, upstream's engine-type value for Triton with the TensorRT-LLM backend
+    (the same series as `triton-tensorrt-llm`), so pods labelled either way are read."""
+    triton = replace(engines["triton-tensorrt-llm"], name="triton")
+    return {**engines, "triton": triton}
+
+
 #: The BRIEF §1 mapping table, as data.
-BUILTIN_ENGINES: Final[Mapping[str, EngineMapping]] = {
-    mapping.name: mapping
-    for mapping in (
-        EngineMapping(
-            "vllm",
-            queued=_specs("vllm:num_requests_waiting"),
-            running=_specs("vllm:num_requests_running"),
-            kv_usage=_specs("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-            lora=_specs("vllm:lora_requests_info"),
-            cache_info=_specs("vllm:cache_config_info"),
-        ),
-        EngineMapping(
-            "sglang",
-            queued=_specs("sglang:num_queue_reqs"),
-            running=_specs("sglang:num_running_reqs"),
-            kv_usage=_specs("sglang:token_usage"),
-            cache_info=_specs("sglang:cache_config_info"),
-            cache_block_size_label="page_size",
-            cache_num_blocks_label="num_pages",
-        ),
-        EngineMapping(
-            "trtllm-serve",
-            queued=_specs("trtllm_num_requests_waiting"),
-            running=_specs("trtllm_num_requests_running"),
-            kv_usage=_specs("trtllm_kv_cache_utilization"),
-            cache_block_size=_specs("trtllm_kv_cache_tokens_per_block"),
-            cache_num_blocks=_specs("trtllm_kv_cache_max_blocks"),
-        ),
-        EngineMapping(
-            "triton-tensorrt-llm",
-            queued=_specs('nv_trt_llm_request_metrics{request_type="waiting"}'),
-            running=_specs('nv_trt_llm_request_metrics{request_type="scheduled"}'),
-            kv_usage=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}'),
-            cache_block_size=_specs(
-                'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="tokens_per"}'
+BUILTIN_ENGINES: Final[Mapping[str, EngineMapping]] = _with_aliases(
+    {
+        mapping.name: mapping
+        for mapping in (
+            EngineMapping(
+                "vllm",
+                queued=_specs("vllm:num_requests_waiting"),
+                running=_specs("vllm:num_requests_running"),
+                kv_usage=_specs("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+                lora=_specs("vllm:lora_requests_info"),
+                cache_info=_specs("vllm:cache_config_info"),
             ),
-            cache_num_blocks=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max"}'),
-        ),
-    )
-}
+            EngineMapping(
+                "sglang",
+                queued=_specs("sglang:num_queue_reqs"),
+                running=_specs("sglang:num_running_reqs"),
+                kv_usage=_specs("sglang:token_usage"),
+                cache_info=_specs("sglang:cache_config_info"),
+                cache_block_size_label="page_size",
+                cache_num_blocks_label="num_pages",
+            ),
+            EngineMapping(
+                "trtllm-serve",
+                queued=_specs("trtllm_num_requests_waiting"),
+                running=_specs("trtllm_num_requests_running"),
+                kv_usage=_specs("trtllm_kv_cache_utilization"),
+                cache_block_size=_specs("trtllm_kv_cache_tokens_per_block"),
+                cache_num_blocks=_specs("trtllm_kv_cache_max_blocks"),
+            ),
+            EngineMapping(
+                "triton-tensorrt-llm",
+                queued=_specs('nv_trt_llm_request_metrics{request_type="waiting"}'),
+                running=_specs('nv_trt_llm_request_metrics{request_type="scheduled"}'),
+                kv_usage=_specs(
+                    'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}'
+                ),
+                cache_block_size=_specs(
+                    'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="tokens_per"}'
+                ),
+                cache_num_blocks=_specs(
+                    'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max"}'
+                ),
+            ),
+        )
+    }
+)
 
 # EngineConfig spec field -> (EngineMapping field, YAML key).
 _SPEC_FIELDS: Final = {

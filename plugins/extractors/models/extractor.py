@@ -1,4 +1,5 @@
-"""The served models as the attribute `/v1/models`: a list of `{id, parent}`."""
+"""The served models as the attribute `/v1/models`: a list of `{id, parent, object, created,
+owned_by}` (upstream's ModelInfo fields; a field the server did not send is null)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class ModelsExtractorParameters:
 
 class ModelsDataExtractor(Extractor):
     type_name = "models-data-extractor"
-    description = "the /v1/models list as attribute `/v1/models`: [{id, parent}]"
+    description = "the /v1/models list as attribute `/v1/models`: [{id, parent, object, ...}]"
     Parameters = ModelsExtractorParameters
     input_type = ModelsList
 
@@ -34,5 +35,22 @@ class ModelsDataExtractor(Extractor):
                 out.error(ATTRIBUTE_KEY, f"an entry has no string id: {entry!r:.80}")
                 continue
             parent = entry.get("parent")
-            models.append({"id": model_id, "parent": parent if isinstance(parent, str) else None})
+            created = entry.get("created")
+            models.append(
+                {
+                    "id": model_id,
+                    "parent": parent if isinstance(parent, str) else None,
+                    "object": _text(entry.get("object")),
+                    "created": created if _is_int(created) else None,
+                    "owned_by": _text(entry.get("owned_by")),
+                }
+            )
         out.set_attribute(ATTRIBUTE_KEY, models)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

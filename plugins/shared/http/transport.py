@@ -46,9 +46,20 @@ class HttpParameters:
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
+    #: Upstream's names for the same three files, accepted so an EPP user's file loads as is.
+    ca_cert_path: FilePath | None = None
+    client_cert_path: FilePath | None = None
+    client_key_path: FilePath | None = None
 
     def check(self) -> None:
         """Raise ParameterError for a value no request could be built from."""
+        for ours, theirs, a, b in (
+            ("caFile", "caCertPath", self.ca_file, self.ca_cert_path),
+            ("certFile", "clientCertPath", self.cert_file, self.client_cert_path),
+            ("keyFile", "clientKeyPath", self.key_file, self.client_key_path),
+        ):
+            if a is not None and b is not None:
+                raise ParameterError(theirs, f"{ours} and {theirs} name the same file: set one")
         if not self.path.startswith("/"):
             raise ParameterError("path", f"must start with '/', got {self.path!r}")
         if self.port is not None and not 0 < self.port < 65536:
@@ -65,7 +76,12 @@ class HttpParameters:
 
     @property
     def tls(self) -> ClientTls:
-        return ClientTls(self.ca_file, self.cert_file, self.key_file, self.insecure_skip_verify)
+        return ClientTls(
+            self.ca_file or self.ca_cert_path,
+            self.cert_file or self.client_cert_path,
+            self.key_file or self.client_key_path,
+            self.insecure_skip_verify,
+        )
 
 
 class HttpTransport:
