@@ -15,9 +15,11 @@ def register(registry: Registry) -> None:
     from plugins.discovery.kubernetes import KubernetesPodDiscovery
     from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
     from plugins.extractors.json.extractor import JsonExtractor
+    from plugins.extractors.kv_block_index.extractor import KvBlockIndexExtractor
     from plugins.extractors.models import ModelsDataExtractor
     from plugins.extractors.prometheus_metric.extractor import PrometheusMetricExtractor
     from plugins.sources.file.source import FileDataSource
+    from plugins.sources.kv_events.source import KvEventsDataSource
     from plugins.sources.metrics.source import MetricsDataSource, PrometheusDataSource
     from plugins.sources.models import ModelsDataSource
     from plugins.sources.push.source import HttpPushDataSource
@@ -34,6 +36,8 @@ def register(registry: Registry) -> None:
         FileDataSource,
         HttpPushDataSource,
         JsonExtractor,
+        KvEventsDataSource,
+        KvBlockIndexExtractor,
         FileDiscovery,
         DnsDiscovery,
         KubernetesPodDiscovery,
