@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from datalayer.cluster.settings import ClusterSettings
 from datalayer.params import DecodeError, Duration, decode_dataclass, resolve_file_paths
 from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
 from datalayer.registry import Registry, plugin_kind
@@ -78,6 +79,8 @@ class DataLayerConfig:
     collector: CollectorSettings
     warnings: list[str] = field(default_factory=list)
     kind: str = CONFIG_KIND
+    #: The `cluster:` section; None: a replica on its own.
+    cluster: ClusterSettings | None = None
 
     @property
     def discovery(self) -> Discovery | None:
@@ -133,9 +136,13 @@ class _Document:
     api_version: str | None = None
     kind: str | None = None
     inject_defaults: bool | None = None
+    #: A replica group (datalayer/cluster): who collects what, and who the peers are.
+    cluster: ClusterSettings | None = None
 
 
-_DOCUMENT_KEYS = frozenset({"plugins", "dataLayer", "data", "apiVersion", "kind", "injectDefaults"})
+_DOCUMENT_KEYS = frozenset(
+    {"plugins", "dataLayer", "data", "apiVersion", "kind", "injectDefaults", "cluster"}
+)
 
 
 def load_config_file(path: str | Path, registry: Registry) -> DataLayerConfig:
@@ -230,8 +237,17 @@ class _Loader:
             for name, p in plugins.items()
             if name not in used
         ]
+        if doc.cluster is not None and (problem := doc.cluster.problem()) is not None:
+            raise self.error(f"cluster.{problem[0]}", problem[1])
         return DataLayerConfig(
-            self.file, plugins, sources, discoveries, collector, warnings, kind=str(kind)
+            self.file,
+            plugins,
+            sources,
+            discoveries,
+            collector,
+            warnings,
+            kind=str(kind),
+            cluster=doc.cluster,
         )
 
     def _discoveries(

@@ -73,9 +73,13 @@ class WatchFilter:
     names: frozenset[str] = frozenset()
     #: Attribute keys and/or `metrics`; empty means every part.
     parts: frozenset[str] = frozenset()
+    #: Only endpoints whose `owner` is this (a replica's own shard); None: any owner.
+    owned_by: str | None = None
 
     def wants_endpoint(self, record: EndpointRecord) -> bool:
         if self.names and record.spec.name not in self.names:
+            return False
+        if self.owned_by is not None and record.owner != self.owned_by:
             return False
         return self.selector.matches(record.spec.labels)
 
@@ -243,6 +247,8 @@ class Subscriber:
 
     def _selected(self, record: EndpointRecord) -> bool:
         """`filter.wants_endpoint(record)`, remembered per spec object (specs are immutable)."""
+        if self.filter.owned_by is not None:
+            return self.filter.wants_endpoint(record)  # ownership moves without a new spec
         spec = record.spec
         hit = self.selects.get(id(spec))
         if hit is not None and hit[0] is spec:

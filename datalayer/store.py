@@ -62,6 +62,8 @@ class EndpointRecord:
     next_expiry: float = math.inf
     #: Values dropped for age and not read since, by their deadline key (for `last_error`).
     expired: set[str] = field(default_factory=set)
+    #: The replica-group member that collects this endpoint ("" outside a group).
+    owner: str = ""
 
     @property
     def name(self) -> str:
@@ -243,3 +245,79 @@ class EndpointStore:
     def _notify(self, name: str, parts: frozenset[str], revision: int) -> None:
         for listener in self._listeners:
             listener(name, parts, revision)
+    def set_owner(self, name: str, owner: str) -> bool:
+        """Record which group member collects `name`; a change is an identity commit."""
+        record = self._records.get(name)
+        if record is None or record.owner == owner:
+            return False
+        record.owner = owner
+        record.revision = self._bump(name)
+        self._notify(name, frozenset({IDENTITY_PART}), record.revision)
+        return True
+
+    def put_remote(
+        self,
+        name: str,
+        metrics: Metrics,
+        attributes: dict[str, Attribute],
+        stale: bool,
+        last_error: str,
+        owner: str,
+    ) -> frozenset[str]:
+        """Take the whole state of `name` as another replica (its `owner`) reports it.
+
+        One local commit for whatever differs (update times alone move in place, as a
+        re-read of equal values does); the values carry no local deadline, because their
+        owner expires them and relays that. Returns the changed parts.
+        """
+        record = self._records.get(name)
+        if record is None:
+            return frozenset()
+        changed: set[str] = set()
+        old = record.metrics
+        if not _same_metrics(old, metrics):
+            changed.add(METRICS_PART)
+        record.metrics = metrics
+        for key in record.attributes.keys() - attributes.keys():
+            changed.add(key)
+        for key, attribute in attributes.items():
+            current = record.attributes.get(key)
+            if current is None or not same_value(current.value, attribute.value):
+                changed.add(key)
+        record.attributes = attributes
+        record.deadlines.clear()
+        record.next_expiry = math.inf
+        record.expired.clear()
+        if record.stale != stale or record.last_error != last_error:
+            record.stale, record.last_error = stale, last_error
+            changed.add(STATUS_PART)
+        if record.owner != owner:
+            record.owner = owner
+            changed.add(IDENTITY_PART)
+        if not changed:
+            return frozenset()
+        parts = frozenset(changed)
+        record.revision = self._bump(name)
+        self._notify(name, parts, record.revision)
+        return parts
+
+
+
+def _same_metrics(a: Metrics, b: Metrics) -> bool:
+    """Equal values (update times aside: they move without a commit)."""
+    return (
+        all(same_value(getattr(a, f), getattr(b, f)) for f in _COMPARED_FIELDS)
+        and a.custom == b.custom
+    )
+
+
+_COMPARED_FIELDS = (
+    "waiting_queue_size",
+    "running_requests_size",
+    "kv_cache_usage_percent",
+    "cache_block_size",
+    "cache_num_blocks",
+    "active_models",
+    "waiting_models",
+    "max_active_models",
+)

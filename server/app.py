@@ -8,6 +8,7 @@ awaited here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import socket
@@ -19,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from datalayer.cluster.shard import ShardGroup
 from datalayer.collector import Collector
 from datalayer.config import DataLayerConfig
 from datalayer.hub import Hub
@@ -90,6 +92,12 @@ class ServeOptions:
     max_subscribers: int = 1000
     #: Endpoints discovery may add; more are refused (and logged), not collected.
     max_endpoints: int = 50_000
+    #: Share the gRPC port with other processes (SO_REUSEPORT): `serve --workers`.
+    grpc_reuse_port: bool = False
+    #: This replica's group address when it differs from `cluster.self` (a worker).
+    cluster_self: str | None = None
+    #: Group members when they are not `cluster.peers` (the workers of one instance).
+    cluster_peers: list[str] | None = None
 
 
 class DataLayerApp:
@@ -100,6 +108,8 @@ class DataLayerApp:
             raise ValueError(f"{config.file}: the configuration has no discovery")
         self.config = config
         self.options = options or ServeOptions()
+        #: This replica's part of a sharded group (`cluster:`); None on its own or in `full`.
+        self.group: ShardGroup | None = None
         self.store = EndpointStore()
         # Streams send SYNCED only once the current collector's discovery synced (reloads too).
         self.hub = Hub(
@@ -122,13 +132,36 @@ class DataLayerApp:
         self._swaps: set[asyncio.Task[None]] = set()
 
     def _new_collector(self, config: DataLayerConfig) -> Collector:
-        return Collector(
+        collector = Collector(
             self.store,
             config.sources,
             config.collector,
             observer=self.metrics,
             max_endpoints=self.options.max_endpoints,
         )
+        if self.group is not None:
+            self.group.attach(collector)
+        return collector
+
+    def _start_group(self) -> None:
+        """Join the replica group before discovery runs: its gate decides what is collected."""
+        settings = self.config.cluster
+        if settings is None or settings.mode != "sharded":
+            return
+        if self.options.cluster_peers is not None:
+            settings = dataclasses.replace(settings, peers=self.options.cluster_peers)
+        me = self.options.cluster_self or settings.resolve_self(self.options.grpc_port)
+        if (
+            self.options.grpc_port == 0
+            and not self.options.cluster_self
+            and not settings.self_address
+        ):
+            raise ValueError("cluster: a group needs `cluster.self` or a fixed --grpc-port")
+        grace = settings.grace or self.config.collector.staleness_threshold
+        self.group = ShardGroup(settings, me, self.store, grace, token=self.options.token)
+        self.group.attach(self.collector)
+        self.group.start()
+        log.info("replica %s of a sharded group (grace %gs)", me, grace)
 
     async def start(self) -> None:
         """Start everything; on failure (a port in use: ListenError) stop what had started."""
@@ -136,6 +169,7 @@ class DataLayerApp:
             for binding in self.config.sources:
                 binding.source.start(binding.extractors)
             self.collector.start()
+            self._start_group()
             self._discovery_task = asyncio.create_task(self._run_discovery(), name="discovery")
             await self._start_grpc()
             await self._start_metrics_http()
@@ -158,11 +192,13 @@ class DataLayerApp:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if self.options.grpc_reuse_port else 0),
             ],
         )
         keys = lambda: declared_attribute_keys(self.config)  # noqa: E731 - read at each Watch
-        add_to_server(DataLayerService(self.store, self.hub, attribute_keys=keys), server)
+        owner = self.group.me if self.group is not None else ""
+        service = DataLayerService(self.store, self.hub, attribute_keys=keys, owner=owner)
+        add_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -170,7 +206,8 @@ class DataLayerApp:
         host, wanted = self.options.grpc_host, self.options.grpc_port
         # gRPC reports a taken port only as "Failed to bind" (and a C-core log line), so
         # look first: the operator gets the port and the reason in one line.
-        check_port_free("gRPC", host, wanted)
+        if not self.options.grpc_reuse_port:
+            check_port_free("gRPC", host, wanted)
         address = f"{host}:{wanted}"
         try:
             if self.options.tls is not None:
@@ -294,6 +331,8 @@ class DataLayerApp:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.group is not None:
+            await self.group.close()
         if self._server is not None:
             await self.health.enter_graceful_shutdown()
             await self._server.stop(self.options.shutdown_grace)

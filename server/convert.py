@@ -92,6 +92,7 @@ def endpoint_to_proto(record: EndpointRecord, parts: frozenset[str] = frozenset(
         stale=record.stale,
         last_error=record.last_error,
         revision=record.revision,
+        owner=record.owner,
     )
     if not parts or METRICS_PART in parts:
         out.metrics.CopyFrom(metrics_to_proto(record.metrics))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import secrets
 import time
@@ -255,6 +256,7 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         hub: Hub,
         limits: ServiceLimits | None = None,
         attribute_keys: Callable[[], Iterable[str]] | None = None,
+        owner: str = "",
     ):
         """`attribute_keys`: what the current configuration's extractors declare they
         produce (see `declared_attribute_keys`); a Watch may ask for those, `metrics`, and
@@ -263,6 +265,8 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         self.hub = hub
         self.limits = limits or ServiceLimits()
         self.attribute_keys = attribute_keys
+        #: This replica's name in its group (`owned_only` streams send what it owns).
+        self.owner = owner
         #: Every reply is built from here: each endpoint state is serialized once, and equal
         #: Watch batches once (see `add_to_server`: the methods return bytes).
         self.endpoints = EndpointEncoder()
@@ -378,6 +382,8 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
                 )
         except InvalidRequest as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.owned_only:
+            watch_filter = dataclasses.replace(watch_filter, owned_by=self.owner)
         try:
             subscriber = self.hub.subscribe(
                 watch_filter,

@@ -24,7 +24,7 @@ from datalayer.collector.lanes import (
     describe_error,
     staleness_window,
 )
-from datalayer.collector.membership import Membership, ScopedSink
+from datalayer.collector.membership import EndpointTarget, Membership, ScopedSink
 from datalayer.collector.schedule import PollScheduler
 from datalayer.collector.status import refresh_status
 from datalayer.model import EndpointSpec, EndpointUpdate
@@ -198,6 +198,24 @@ class Collector:
 
     def mark_synced(self) -> None:
         self.synced.set()
+
+    async def release(self, name: str) -> None:
+        """Stop collecting `name` but keep its record: another replica collects it now and
+        its state keeps coming from there (a shard handoff, not a removal)."""
+        lanes = self._lanes.pop(name, None)
+        if lanes:
+            ending = [self._drop(lane) for lane in lanes.values()]
+            self._push_membership({lane.binding for lane in lanes.values()})
+            await _cancel_and_wait([f for f in ending if f is not None])
+
+    def route_discovery(self, target: EndpointTarget) -> None:
+        """Send what discovery reports through `target` (a replica group's shard filter,
+        which calls back `upsert`/`delete` for what this replica owns) instead of here."""
+        self._membership.target = target
+
+    def collects(self, name: str) -> bool:
+        """Whether this collector has lanes for `name`."""
+        return name in self._lanes
 
     def sink_for(self, owner: str) -> ScopedSink:
         """A sink for one of several discoveries; `synced` is set once all of them synced."""
