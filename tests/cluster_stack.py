@@ -31,7 +31,9 @@ CONFIG = """\
 kind: DataLayerConfig
 plugins:
 - type: metrics-data-source
+  parameters: {{}}
 - type: core-metrics-extractor
+  parameters: {{}}
 - type: file-discovery
   parameters: {{path: {endpoints}, pollInterval: 100ms}}
 dataLayer:
