@@ -177,10 +177,15 @@ class KvEventsDataSource(PushDataSource):
             messages = [await socket.recv_multipart()]
             while len(messages) < DRAIN_LIMIT and _readable(socket):
                 messages.append(await socket.recv_multipart())
-            payload = await self._handle(sub, messages)
-            sink = self._sink
-            if payload is not None and sink is not None:
-                sink.deliver(sub.spec.name, payload)
+            try:
+                payload = await self._handle(sub, messages)
+                sink = self._sink
+                if payload is not None and sink is not None:
+                    sink.deliver(sub.spec.name, payload)
+            except (asyncio.CancelledError, zmq.ContextTerminated):
+                raise
+            except Exception:  # one bad delivery must not end the subscription
+                log.exception("kv events %s: delivery failed", sub.spec.name)
 
     async def _handle(
         self, sub: _Subscription, messages: list[list[bytes]]

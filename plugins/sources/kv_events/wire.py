@@ -18,6 +18,7 @@ per event are capped after; whatever breaks a cap is counted and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -240,7 +241,7 @@ def encode_batch(
 
 
 def stored_event(
-    block_hashes: list[EngineHash],
+    block_hashes: Sequence[EngineHash],
     parent: EngineHash | None,
     token_ids: list[int],
     block_size: int,
@@ -255,7 +256,7 @@ def stored_event(
     if shape == "array":
         return [
             "BlockStored",
-            block_hashes,
+            list(block_hashes),
             parent,
             token_ids,
             block_size,
@@ -266,7 +267,7 @@ def stored_event(
         ]
     event: dict[str, Any] = {
         "type": "BlockStored",
-        "block_hashes": block_hashes,
+        "block_hashes": list(block_hashes),
         "token_ids": token_ids,
         "block_size": block_size,
     }
@@ -282,12 +283,12 @@ def stored_event(
 
 
 def removed_event(
-    block_hashes: list[EngineHash], medium: str | None = "GPU", *, shape: str = "array"
+    block_hashes: Sequence[EngineHash], medium: str | None = "GPU", *, shape: str = "array"
 ) -> list[Any] | dict[str, Any]:
     """A BlockRemoved event in `shape`."""
     if shape == "array":
-        return ["BlockRemoved", block_hashes, medium]
-    event: dict[str, Any] = {"type": "BlockRemoved", "block_hashes": block_hashes}
+        return ["BlockRemoved", list(block_hashes), medium]
+    event: dict[str, Any] = {"type": "BlockRemoved", "block_hashes": list(block_hashes)}
     if medium is not None:
         event["medium"] = medium
     return event
