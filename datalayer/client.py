@@ -31,10 +31,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from google.protobuf import duration_pb2
@@ -127,24 +127,79 @@ class ClientTls:
     key: bytes | None = None
 
 
+def split_targets(target: str | Sequence[str]) -> list[str]:
+    """`a:1,b:2` or a list: the replicas of one group, in the order to try them."""
+    parts = target.split(",") if isinstance(target, str) else list(target)
+    targets = [t.strip() for t in parts if t.strip()]
+    if not targets:
+        raise ValueError("no target given")
+    return targets
+
+
 class DataLayerClient:
-    """A thin typed wrapper over the generated stub, owning its channel."""
+    """A thin typed wrapper over the generated stub, owning its channel.
+
+    `target` may name several replicas of one group (`a:9002,b:9002`, or a list): every
+    replica serves every endpoint, so the client talks to one and moves to the next when
+    it is unavailable (`failover`); unary calls retry there by themselves. A DNS name that
+    resolves to several addresses is one target: gRPC's resolver moves between those.
+    """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         channel: grpc.aio.Channel | None = None,
         *,
         tls: ClientTls | None = None,
         token: str | None = None,
     ) -> None:
-        self.target = target
-        if channel is None and tls is not None:
-            credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
-            channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        self._channel = channel or grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.targets = split_targets(target)
+        self.target = self.targets[0]
+        self._tls = tls
+        self._fixed_channel = channel is not None
+        self._channel = channel or self._connect(self.target)
         self._stub = pb_grpc.DataLayerStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._retired: list[grpc.aio.Channel] = []
+
+    def _connect(self, target: str) -> grpc.aio.Channel:
+        if self._tls is not None:
+            tls = self._tls
+            credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+            return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+    @property
+    def replicated(self) -> bool:
+        """True when there is another target to fail over to."""
+        return len(self.targets) > 1 and not self._fixed_channel
+
+    def failover(self) -> str:
+        """Talk to the next target from now on (the current one failed); returns it. The
+        old channel is closed with the client, so calls still running on it end normally."""
+        if not self.replicated:
+            return self.target
+        index = (self.targets.index(self.target) + 1) % len(self.targets)
+        self._retired.append(self._channel)
+        self.target = self.targets[index]
+        self._channel = self._connect(self.target)
+        self._stub = pb_grpc.DataLayerStub(self._channel)
+        log.info("data layer client: failing over to %s", self.target)
+        return self.target
+
+    async def _unary(self, method: str, request: object, timeout: float) -> Any:
+        """One unary call, moved to the next replica while the current one is unavailable."""
+        attempts = len(self.targets) if self.replicated else 1
+        for attempt in range(attempts):
+            try:
+                return await getattr(self._stub, method)(
+                    request, timeout=timeout, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                    raise
+                self.failover()
+        raise AssertionError("unreachable")
 
     async def __aenter__(self) -> DataLayerClient:
         return self
@@ -158,11 +213,13 @@ class DataLayerClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in [*self._retired, self._channel]:
+            await channel.close()
+        self._retired = []
 
     async def get_endpoint(self, name: str, timeout: float = 5.0) -> pb.Endpoint:
-        response: pb.Endpoint = await self._stub.GetEndpoint(
-            pb.GetEndpointRequest(name=name), timeout=timeout, metadata=self._metadata
+        response: pb.Endpoint = await self._unary(
+            "GetEndpoint", pb.GetEndpointRequest(name=name), timeout
         )
         return response
 
@@ -187,10 +244,10 @@ class DataLayerClient:
         merged: pb.ListEndpointsResponse | None = None
         token = ""
         while True:
-            page: pb.ListEndpointsResponse = await self._stub.ListEndpoints(
+            page: pb.ListEndpointsResponse = await self._unary(
+                "ListEndpoints",
                 pb.ListEndpointsRequest(selector=selector, page_size=page_size, page_token=token),
-                timeout=timeout,
-                metadata=self._metadata,
+                timeout,
             )
             if merged is None:
                 merged = page
@@ -311,6 +368,8 @@ class EndpointMirror:
         #: True while `endpoints` holds the stale-marked copy.
         self.view_stale = False
         self._server: dict[str, pb.Endpoint] = self.endpoints
+        #: A full snapshot being received (swapped into `_server` at its SYNCED).
+        self._incoming: dict[str, pb.Endpoint] | None = None
         self._stale_task: asyncio.Task[None] | None = None
         self._last_response = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -365,7 +424,8 @@ class EndpointMirror:
                 heartbeat_interval=self.heartbeat_interval,
                 resume_revision=self.revision,
                 resume_instance_id=self.instance_id,
-                wait_for_ready=True,
+                # Across replicas an unreachable one must fail fast, so the next is tried.
+                wait_for_ready=not self.client.replicated,
             )
             try:
                 first = True
@@ -396,6 +456,11 @@ class EndpointMirror:
                 await stream.aclose()
             self._lost()
             self.reconnects += 1
+            if self.client.replicated:
+                # Another replica serves the same endpoints: go there at once; the resume
+                # names this instance, so it answers with a full snapshot.
+                self.client.failover()
+                delay = self.backoff_initial
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.backoff_max)
 
@@ -438,15 +503,26 @@ class EndpointMirror:
             self._changed.notify_all()
 
     async def _apply(self, response: pb.WatchResponse, first_of_stream: bool) -> None:
-        if first_of_stream and response.full_snapshot:
-            self._server.clear()
+        if first_of_stream:
+            # A full snapshot (another replica, or history lost) is built aside and swapped
+            # in whole at SYNCED: readers never see a half-received view, and whatever the
+            # snapshot lacks (removed meanwhile) goes, so no removal is lost across failover.
+            self._incoming = {} if response.full_snapshot else None
+        view = self._server if self._incoming is None else self._incoming
         for event in response.events:
             if event.type == pb.WatchEvent.REMOVED:
-                self._server.pop(event.endpoint.name, None)
+                view.pop(event.endpoint.name, None)
             else:
-                self._server[event.endpoint.name] = event.endpoint
+                view[event.endpoint.name] = event.endpoint
         self.revision = response.revision
         self.instance_id = response.instance_id
+        if response.synced and self._incoming is not None:
+            gone = self._server.keys() - self._incoming.keys()
+            if gone:
+                log.info("full snapshot from %s: %d endpoints gone", self.client.target, len(gone))
+            self._server.clear()
+            self._server.update(self._incoming)
+            self._incoming = None
         if response.synced:
             self.synced.set()
             self.connected = True

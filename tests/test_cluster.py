@@ -8,9 +8,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cluster_stack import INTERVAL, STALENESS, Pods, Replica, all_fresh, pod_process, replica_group
+from cluster_stack import (
+    INTERVAL,
+    STALENESS,
+    Pods,
+    Replica,
+    all_fresh,
+    pod_process,
+    replica_group,
+    write_endpoints,
+)
 
-from datalayer.client import DataLayerClient
+from datalayer.client import DataLayerClient, EndpointMirror
 from datalayer.v1 import datalayer_pb2 as pb
 
 from stack import eventually
@@ -22,13 +31,15 @@ async def owners(replica: Replica) -> dict[str, str]:
     return {e.name: e.owner for e in await replica.listing()}
 
 
-async def wait_converged(replicas: list[Replica], timeout: float = 20.0) -> dict[str, str]:
+async def wait_converged(
+    replicas: list[Replica], timeout: float = 20.0, count: int = PODS
+) -> dict[str, str]:
     """Every replica lists every pod fresh, and they all agree on one owner per pod."""
     agreed: dict[str, str] = {}
 
     async def converged() -> bool:
         nonlocal agreed
-        if not all([await all_fresh(r, PODS) for r in replicas]):
+        if not all([await all_fresh(r, count) for r in replicas]):
             return False
         views = [await owners(r) for r in replicas]
         members = {r.target for r in replicas}
@@ -121,3 +132,37 @@ async def test_kill_one_replica_survivors_take_over_and_it_rejoins(tmp_path: Pat
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_mirror_on_the_killed_replica_fails_over_and_loses_no_removal(
+    tmp_path: Path,
+) -> None:
+    count = 10
+    async with pod_process(count) as pods, replica_group(tmp_path, pods, 2) as replicas:
+        await wait_converged(replicas, count=count)
+        victim, survivor = replicas
+        targets = [victim.target, survivor.target]
+        async with DataLayerClient(targets) as client, client.mirror(stale_after=5) as mirror:
+            await mirror.synced.wait()
+            first_instance = mirror.instance_id
+            assert client.target == victim.target
+            assert len(mirror.endpoints) == count
+            await victim.kill()
+            # Removed while the mirror is between replicas: its next (full) view lacks it.
+            del pods.ports["pod-0"]
+            write_endpoints(tmp_path / "endpoints.yaml", pods)
+
+            def converged(m: EndpointMirror) -> bool:
+                return (
+                    m.connected
+                    and m.instance_id != first_instance
+                    and sorted(m.endpoints) == sorted(pods.ports)
+                    and not any(e.stale for e in m.endpoints.values())
+                )
+
+            await asyncio.wait_for(mirror.wait_for(converged), 4 * STALENESS)
+            assert client.target == survivor.target
+            # The mirror never showed its view as stale: the failover beat `stale_after`.
+            assert not mirror.view_stale
+            listed = await client.list_endpoints()
+            assert sorted(e.name for e in listed.endpoints) == sorted(pods.ports)
