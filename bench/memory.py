@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import gc
 import json
 import resource
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import yaml
 from datalayer.config import load_config_text
 from datalayer.registry import default_registry
 from server.app import DataLayerApp, ServeOptions
-from server.cli import run_async
+from server.runtime import run_async
 
 from common import print_table, progress, rss_kib, start_mock_pods, write_json
 
@@ -106,10 +109,35 @@ async def child(args: argparse.Namespace) -> None:
                 "fresh": fresh,
                 "polls": app.collector.polls(),
                 "rss_kib": rss_kib(),
+                # What the allocator can give back: the rest is live objects (or arenas
+                # pinned by a few of them), not the start-up burst's high-water mark.
+                "rss_trimmed_kib": _trimmed_rss_kib(),
             }
+            if args.profile:
+                _profile(args.profile)
         finally:
             await app.stop()
     json.dump(result, sys.stdout)
+
+
+def _trimmed_rss_kib() -> int:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_kib()
+
+
+def _profile(top: int) -> None:
+    """The `top` allocation sites alive now (tracemalloc, started at the child's start)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    stats = snapshot.statistics("lineno")
+    total = sum(s.size for s in stats)
+    print(f"tracemalloc: {total / 1024:,.0f} KiB live in {len(stats)} sites", file=sys.stderr)
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        where = f"{frame.filename}:{frame.lineno}"
+        print(f"{stat.size / 1024:10,.1f} KiB {stat.count:8,d} blocks  {where}", file=sys.stderr)
 
 
 async def parent(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -123,6 +151,8 @@ async def parent(args: argparse.Namespace) -> list[dict[str, Any]]:
                 argv = [sys.executable, __file__, "--child", str(count), "--client", client]
                 argv += ["--ports", ",".join(map(str, ports)), "--interval", str(args.interval)]
                 argv += ["--settle", str(args.settle)]
+                if args.profile:
+                    argv += ["--profile", str(args.profile)]
                 child = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
                 out, _ = await child.communicate()
                 results.append(json.loads(out))
@@ -142,11 +172,20 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2)
     parser.add_argument("--pods", type=int, default=50, help="mock pods (ports)")
     parser.add_argument("--pod-processes", type=int, default=2)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N largest live allocation sites of each run (tracemalloc; slower)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client", default="httptools", help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
+        if args.profile:
+            tracemalloc.start()
         run_async(lambda: child(args))
         return
     results: list[dict[str, Any]] = []

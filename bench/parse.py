@@ -1,17 +1,31 @@
-"""µs per payload: our selective scan + core-metrics extraction vs prometheus_client's full parse.
+"""µs per payload: our selective scan + core-metrics extraction vs full parses.
 
     .venv/bin/python bench/parse.py [--repeat 2000]
 
-Pages come from the mock pod (the real vLLM V1 format): one engine without LoRA (~59 KB) and
-two data-parallel engines with LoRA (~100 KB). Both paths run in this one process, so the
-ratio is what to quote.
+Pages come from the mock pod (the real vLLM V1 format): one engine without LoRA (~56 KB) and
+two data-parallel engines with LoRA (~96 KB). Two baselines, in the same run:
+
+- prometheus_client's full text parse, in this process;
+- Go's `expfmt` full parse (`TextParser.TextToMetricFamilies`, the upstream picker's parser):
+  `bench/go-expfmt/main.go`, built here in GOPATH mode against Debian's
+  `golang-github-prometheus-common-dev` (`scripts/install-go-toolchain` installs it) and run
+  on the page files this script writes to bench/out/pages/. Without Go or that package the
+  column says why it is missing.
+
+The ratios are what to quote (both sides measured in this one run, best of 7 rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import timeit
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,9 +33,15 @@ from datalayer.model import EndpointSpec, EndpointUpdate
 from mockpod.spec import PodSpec
 from mockpod.state import PodState
 from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+from plugins.shared.prometheus.samples import MetricSamples
 from plugins.shared.prometheus.scan import SelectiveScanner
 
-from common import print_table, progress, write_json
+from common import OUT_DIR, print_table, progress, write_json
+
+GO_SOURCE = Path(__file__).resolve().parent / "go-expfmt" / "main.go"
+#: Where Debian's Go packages put their source (GOPATH mode, as examples/go-scheduler builds).
+DEBIAN_GOPATH = "/usr/share/gocode"
+EXPFMT = "github.com/prometheus/common/expfmt"
 
 PAGES = {
     "vLLM V1, 1 engine, no LoRA": PodSpec(name="one"),
@@ -36,6 +56,40 @@ def best_us(fn: object, repeat: int, rounds: int = 7) -> float:
     return min(timer.repeat(repeat=rounds, number=repeat)) / repeat * 1e6
 
 
+def go_expfmt(pages: list[Path], repeat: int) -> tuple[dict[str, float], str]:
+    """µs per full parse of each page by Go's expfmt; ({}, why) when it cannot run here."""
+    go = shutil.which("go")
+    if go is None:
+        return {}, "no Go toolchain (scripts/install-go-toolchain)"
+    if not (Path(DEBIAN_GOPATH) / "src" / EXPFMT).is_dir():
+        return {}, "no golang-github-prometheus-common-dev (scripts/install-go-toolchain)"
+    with tempfile.TemporaryDirectory(prefix="go-expfmt.") as work:
+        env = {k: v for k, v in os.environ.items() if k != "GOFLAGS"}
+        env |= {"GO111MODULE": "off", "GOPATH": f"{work}/gopath:{DEBIAN_GOPATH}"}
+        env.setdefault("GOCACHE", str(Path(tempfile.gettempdir()) / "go-expfmt-gocache"))
+        binary = Path(work) / "go-expfmt"
+        build = subprocess.run(
+            [go, "build", "-o", str(binary), str(GO_SOURCE)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if build.returncode != 0:
+            return {}, f"go build failed: {build.stderr.strip().splitlines()[-1:]}"
+        run = subprocess.run(
+            [str(binary), "-repeat", str(repeat), *map(str, pages)],
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            return {}, f"go-expfmt failed: {run.stderr.strip()}"
+    out = {}
+    for line in run.stdout.splitlines():
+        row = json.loads(line)
+        out[row["path"]] = float(row["us"])
+    return out, ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=2000)
@@ -44,9 +98,20 @@ def main() -> None:
     scanner = SelectiveScanner(extractor.required_names())
     endpoint = EndpointSpec("pod", "127.0.0.1", 8000)
     rows = []
-    results = {}
-    for title, spec in PAGES.items():
+    results: dict[str, dict[str, object]] = {}
+    pages_dir = OUT_DIR / "pages"
+    pages_dir.mkdir(parents=True, exist_ok=True)
+    page_files = {}
+    for i, (title, spec) in enumerate(PAGES.items()):
         page = PodState(spec).metrics.render()
+        page_files[title] = pages_dir / f"page{i}.txt"
+        page_files[title].write_bytes(page)
+    progress("timing Go expfmt")
+    go_us, go_missing = go_expfmt(list(page_files.values()), max(20, args.repeat // 10))
+    if go_missing:
+        progress(f"Go expfmt skipped: {go_missing}")
+    for title in PAGES:
+        page = page_files[title].read_bytes()
         text = page.decode()
 
         def ours(page: bytes = page) -> None:
@@ -57,7 +122,7 @@ def main() -> None:
 
         samples = scanner.scan(page)
 
-        def extract_only(samples: object = samples) -> None:
+        def extract_only(samples: MetricSamples = samples) -> None:
             extractor.extract(samples, endpoint, EndpointUpdate())
 
         def full(text: str = text) -> None:
@@ -69,7 +134,20 @@ def main() -> None:
         scan_us = best_us(scan_only, args.repeat)
         extract_us = best_us(extract_only, args.repeat)
         full_us = best_us(full, max(1, args.repeat // 200))
-        rows.append([title, len(page), ours_us, scan_us, extract_us, full_us, full_us / ours_us])
+        go = go_us.get(str(page_files[title]))
+        rows.append(
+            [
+                title,
+                len(page),
+                ours_us,
+                scan_us,
+                extract_us,
+                full_us,
+                full_us / ours_us,
+                go if go is not None else "n/a",
+                go / ours_us if go is not None else "n/a",
+            ]
+        )
         results[title] = {
             "bytes": len(page),
             "ours_us": ours_us,
@@ -77,6 +155,9 @@ def main() -> None:
             "extract_us": extract_us,
             "prometheus_client_us": full_us,
             "ratio": full_us / ours_us,
+            "go_expfmt_us": go,
+            "go_ratio": go / ours_us if go is not None else None,
+            "go_missing": go_missing or None,
         }
     print_table(
         f"parse + extract, µs per payload ({time.strftime('%Y-%m-%d')})",
@@ -88,9 +169,13 @@ def main() -> None:
             "extract µs",
             "prometheus_client µs",
             "ratio",
+            "Go expfmt µs",
+            "Go ratio",
         ],
         rows,
     )
+    if go_missing:
+        print(f"\nGo expfmt: not measured ({go_missing}).")
     write_json("parse", {"pages": results})
 
 

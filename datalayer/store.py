@@ -16,6 +16,7 @@ see "unknown", never an old number dressed up as current, and never 0.
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections import deque
@@ -25,12 +26,16 @@ from dataclasses import dataclass, field
 from datalayer.model import (
     IDENTITY_PART,
     METRICS_PART,
+    SHARED_EMPTY_DICT,
+    SHARED_EMPTY_SET,
     STATUS_PART,
     Attribute,
     EndpointSpec,
     EndpointUpdate,
     Metrics,
     same_value,
+    shared_empty_dict,
+    shared_empty_set,
 )
 
 #: Called after each commit with the endpoint name, the changed parts and the new revision.
@@ -45,14 +50,20 @@ _LIST_FIELDS = frozenset({"active_models", "waiting_models"})
 
 @dataclass(slots=True)
 class EndpointRecord:
-    """The store's state for one endpoint. Readers must not mutate it."""
+    """The store's state for one endpoint. Readers must not mutate it.
+
+    Maps that are usually empty (`attributes` without an attribute-writing extractor,
+    `expired`, `metrics.custom`) start as the shared read-only empty containers of
+    `datalayer.model` and get their own dict or set at their first entry: at 10,000
+    endpoints an empty set each is 2 MiB.
+    """
 
     spec: EndpointSpec
     #: Revision at which this endpoint (under this name) was added; tells re-adds apart.
     created_revision: int
     revision: int
     metrics: Metrics = field(default_factory=Metrics)
-    attributes: dict[str, Attribute] = field(default_factory=dict)
+    attributes: dict[str, Attribute] = field(default_factory=shared_empty_dict)
     stale: bool = True
     last_error: str = "no data collected yet"
     #: Deadline (unix seconds) of each value read: metric field names, `custom/<key>`,
@@ -61,7 +72,7 @@ class EndpointRecord:
     #: The earliest deadline may be at or after this; `expire` does nothing before it.
     next_expiry: float = math.inf
     #: Values dropped for age and not read since, by their deadline key (for `last_error`).
-    expired: set[str] = field(default_factory=set)
+    expired: set[str] = field(default_factory=shared_empty_set)
     #: The replica-group member that collects this endpoint ("" outside a group).
     owner: str = ""
 
@@ -79,8 +90,10 @@ class EndpointStore:
         self.revision = 0
         self._records: dict[str, EndpointRecord] = {}
         self._listeners: list[ChangeListener] = []
-        # (revision, name) for every commit, oldest first: lets a resumed watch replay its gap.
-        self._history: deque[tuple[int, str]] = deque(maxlen=history_size)
+        # The name of every commit, oldest first: lets a resumed watch replay its gap. Every
+        # revision is one commit, so the newest entry is `revision` and the one before it
+        # `revision - 1`: the revisions need not be kept (a tuple and an int per entry).
+        self._history: deque[str] = deque(maxlen=history_size)
 
     # --- reads ---
 
@@ -100,12 +113,12 @@ class EndpointStore:
         """Names changed after `revision`, oldest first; None when history no longer covers it."""
         if revision >= self.revision:
             return []
-        if not self._history or self._history[0][0] > revision + 1:
+        history = self._history
+        oldest = self.revision - len(history) + 1  # the revision of history[0]
+        if not history or oldest > revision + 1:
             return None
         seen: dict[str, None] = {}
-        for rev, name in reversed(self._history):
-            if rev <= revision:
-                break
+        for name in itertools.islice(reversed(history), self.revision - revision):
             seen.setdefault(name, None)
         return list(reversed(seen))
 
@@ -168,6 +181,11 @@ class EndpointStore:
                 if not same_value(getattr(metrics, field_name), value):
                     setattr(metrics, field_name, value)
                     changed.add(METRICS_PART)
+            if update.custom:
+                if metrics.custom is SHARED_EMPTY_DICT:
+                    metrics.custom = {}
+                if metrics.custom_update_time is SHARED_EMPTY_DICT:
+                    metrics.custom_update_time = {}
             for key, number in update.custom.items():
                 deadlines["custom/" + key] = deadline
                 old = metrics.custom.get(key)
@@ -179,6 +197,8 @@ class EndpointStore:
             if expired:
                 expired.difference_update(update.metrics)
                 expired.difference_update("custom/" + key for key in update.custom)
+        if update.attributes and record.attributes is SHARED_EMPTY_DICT:
+            record.attributes = {}
         for key, value in update.attributes.items():
             deadlines["attr/" + key] = deadline
             attribute = record.attributes.get(key)
@@ -215,6 +235,8 @@ class EndpointStore:
                 earliest = min(earliest, deadline)
                 continue
             del record.deadlines[key]
+            if record.expired is SHARED_EMPTY_SET:
+                record.expired = set()
             record.expired.add(key)
             if key.startswith("custom/"):
                 custom_key = key[7:]
@@ -237,14 +259,6 @@ class EndpointStore:
         self._notify(name, parts, record.revision)
         return parts
 
-    def _bump(self, name: str) -> int:
-        self.revision += 1
-        self._history.append((self.revision, name))
-        return self.revision
-
-    def _notify(self, name: str, parts: frozenset[str], revision: int) -> None:
-        for listener in self._listeners:
-            listener(name, parts, revision)
     def set_owner(self, name: str, owner: str) -> bool:
         """Record which group member collects `name`; a change is an identity commit."""
         record = self._records.get(name)
@@ -301,6 +315,14 @@ class EndpointStore:
         self._notify(name, parts, record.revision)
         return parts
 
+    def _bump(self, name: str) -> int:
+        self.revision += 1
+        self._history.append(name)
+        return self.revision
+
+    def _notify(self, name: str, parts: frozenset[str], revision: int) -> None:
+        for listener in self._listeners:
+            listener(name, parts, revision)
 
 
 def _same_metrics(a: Metrics, b: Metrics) -> bool:
