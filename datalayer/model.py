@@ -103,6 +103,13 @@ class EndpointSpec:
     port: int
     namespace: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The address of the node the endpoint runs on (a pod's `status.hostIP`), for sources
+    #: that scrape a node agent (the DCGM exporter DaemonSet); "" when discovery knows none.
+    node_address: str = ""
+    #: The pod this endpoint is one rank of (`<pod>-rank-<i>`); "" when not from a pod.
+    pod_name: str = ""
+    #: The index of the endpoint's port in its pod's target ports.
+    rank: int = 0
 
     @property
     def host_port(self) -> str:

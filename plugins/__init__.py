@@ -14,10 +14,12 @@ def register(registry: Registry) -> None:
     from plugins.discovery.file.discovery import FileDiscovery
     from plugins.discovery.kubernetes import KubernetesPodDiscovery
     from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
+    from plugins.extractors.dcgm import DcgmExtractor
     from plugins.extractors.json.extractor import JsonExtractor
     from plugins.extractors.kv_block_index.extractor import KvBlockIndexExtractor
     from plugins.extractors.models import ModelsDataExtractor
     from plugins.extractors.prometheus_metric.extractor import PrometheusMetricExtractor
+    from plugins.sources.dcgm import DcgmDataSource
     from plugins.sources.file.source import FileDataSource
     from plugins.sources.kv_events.source import KvEventsDataSource
     from plugins.sources.metrics.source import MetricsDataSource, PrometheusDataSource
@@ -41,5 +43,7 @@ def register(registry: Registry) -> None:
         FileDiscovery,
         DnsDiscovery,
         KubernetesPodDiscovery,
+        DcgmDataSource,
+        DcgmExtractor,
     ):
         registry.register(cls)

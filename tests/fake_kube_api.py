@@ -49,9 +49,13 @@ def make_pod(
     namespace: str = "default",
     annotations: dict[str, str] | None = None,
     deleting: bool = False,
+    host_ip: str | None = None,
 ) -> Json:
     """A pod object shaped as the API server returns it (only the fields that matter here)."""
     status: Json = {"phase": phase}
+    if host_ip is not None:
+        status["hostIP"] = host_ip
+        status["hostIPs"] = [{"ip": host_ip}]
     if ip is not None:
         status["podIP"] = ip
         status["podIPs"] = [{"ip": ip}]

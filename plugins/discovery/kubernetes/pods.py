@@ -93,7 +93,16 @@ def pod_endpoints(
     for rank, port in enumerate(target_ports):
         if port in ports:
             name = endpoint_name(meta.name, rank)
-            specs[name] = EndpointSpec(name, address, port, namespace, labels)
+            specs[name] = EndpointSpec(
+                name,
+                address,
+                port,
+                namespace,
+                labels,
+                node_address=status.hostIP or "",
+                pod_name=meta.name,
+                rank=rank,
+            )
     return specs
 
 
