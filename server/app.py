@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from datalayer.cluster.settings import ClusterSettings
 from datalayer.cluster.shard import ShardGroup
 from datalayer.collector import Collector
 from datalayer.config import DataLayerConfig
@@ -98,6 +99,9 @@ class ServeOptions:
     cluster_self: str | None = None
     #: Group members when they are not `cluster.peers` (the workers of one instance).
     cluster_peers: list[str] | None = None
+    #: A second, private gRPC address (a worker's own, for its peers: the shared port
+    #: would as likely reach the worker itself).
+    extra_grpc_address: str | None = None
 
 
 class DataLayerApp:
@@ -146,6 +150,8 @@ class DataLayerApp:
     def _start_group(self) -> None:
         """Join the replica group before discovery runs: its gate decides what is collected."""
         settings = self.config.cluster
+        if settings is None and self.options.cluster_peers is not None:
+            settings = ClusterSettings()  # the workers of `serve --workers` form a group
         if settings is None or settings.mode != "sharded":
             return
         if self.options.cluster_peers is not None:
@@ -218,6 +224,9 @@ class DataLayerApp:
             raise ListenError(f"gRPC port {host}:{wanted}: cannot listen ({exc})") from None
         if port == 0:
             raise ListenError(f"gRPC port {host}:{wanted}: cannot listen")
+        extra = self.options.extra_grpc_address
+        if extra is not None and server.add_insecure_port(extra) == 0:
+            raise ListenError(f"gRPC address {extra}: cannot listen")
         self.grpc_port = port
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

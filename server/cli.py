@@ -29,6 +29,8 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `serve --workers` starts workers with the same flags.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -51,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (gRPC and metrics)")
     serve.add_argument("--grpc-port", type=int, default=9002)
     serve.add_argument("--metrics-port", type=int, default=9090, help="self-metrics; -1 disables")
+    serve.add_argument("--metrics-host", help="address of the metrics port (default: --host)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the gRPC port (SO_REUSEPORT), one replica group: "
+        "each scrapes its share, any answers for all",
+    )
+    # Set by `--workers` for each worker; not for operators.
+    serve.add_argument("--worker-address", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-peers", help=argparse.SUPPRESS)
     serve.add_argument("--tls-cert", help="PEM certificate: serve gRPC over TLS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
@@ -193,15 +206,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.workers > 1:
+        return _supervise(args, config)
+    worker = args.worker_address is not None
     options = ServeOptions(
         grpc_host=args.host,
         grpc_port=args.grpc_port,
-        metrics_host=args.host,
+        metrics_host=args.metrics_host or args.host,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         tls=tls,
         token=token,
         max_subscribers=args.max_subscribers,
         max_endpoints=args.max_endpoints,
+        grpc_reuse_port=worker,
+        cluster_self=args.worker_address,
+        cluster_peers=args.worker_peers.split(",") if worker else None,
+        extra_grpc_address=args.worker_address,
     )
     if token:
         log.info("bearer-token authentication is on (token not shown)")
@@ -243,6 +263,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     run_async(serve)
     return exit_code
+
+
+def _supervise(args: argparse.Namespace, config: DataLayerConfig) -> int:
+    """`--workers N`: this process starts and watches the workers (server/workers.py)."""
+    from server.workers import Supervisor
+
+    if config.cluster is not None:
+        print("error: --workers and a `cluster:` section cannot be combined yet", file=sys.stderr)
+        return EXIT_CONFIG
+    metrics_port = None if args.metrics_port < 0 else args.metrics_port
+    supervisor = Supervisor(
+        args.argv[1:], args.workers, args.metrics_host or args.host, metrics_port
+    )
+
+    async def supervise() -> None:
+        stop = asyncio.Event()
+        waiting = asyncio.create_task(wait_for_signal())
+        waiting.add_done_callback(lambda _: stop.set())
+        try:
+            await supervisor.run(stop)
+        finally:
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+    run_async(supervise)
+    return 0
 
 
 async def _reload(

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from datalayer.cluster.members import MemberSource
 from datalayer.cluster.peer import PeerLink
 from datalayer.cluster.remote import attributes_from_proto, metrics_from_proto
-from datalayer.cluster.ring import owner
+from datalayer.cluster.ring import assign, place
 from datalayer.cluster.settings import ClusterSettings
 from datalayer.collector import Collector, spec_problem
 from datalayer.model import EndpointSpec, Metrics
@@ -68,8 +69,10 @@ class ShardGroup:
         self._task: asyncio.Task[None] | None = None
         #: Membership changes seen (for status and tests).
         self.changes = 0
-        #: owner_of's answers for the current members (cleared when they change).
+        #: Every known name's owner among the current members (see ring.assign).
         self._owners: dict[str, str] = {}
+        #: Names came or went since the last full assignment.
+        self._reassign = False
 
     # --- lifecycle ---
 
@@ -92,8 +95,20 @@ class ShardGroup:
     def owner_of(self, name: str) -> str:
         found = self._owners.get(name)
         if found is None:
-            found = self._owners[name] = owner(name, self.members)
+            # A new name between two full assignments: placed now, settled by the next.
+            load = Counter(self._owners.values())
+            found = place(name, self.members, load, len(self._owners) + 1)
+            self._owners[name] = found
+            self._reassign = True
         return found
+
+    def _assign(self) -> bool:
+        """The canonical assignment of every known name; True if any owner changed."""
+        owners = assign(self.specs.keys(), self.members)
+        changed = owners != self._owners
+        self._owners = owners
+        self._reassign = False
+        return changed
 
     def owned(self) -> list[str]:
         """Names this replica collects now."""
@@ -120,7 +135,8 @@ class ShardGroup:
         async with self._lock:
             self.specs.pop(name, None)
             self.views.pop(name, None)
-            self._owners.pop(name, None)
+            if self._owners.pop(name, None) is not None:
+                self._reassign = True
             collector = self._collector()
             if collector.collects(name):
                 await collector.delete(name)
@@ -201,6 +217,10 @@ class ShardGroup:
             if alive != self.members:
                 async with self._lock:
                     await self._change_members(frozenset(alive))
+            elif self._reassign:
+                async with self._lock:
+                    if self._assign():
+                        await self._reconcile()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), period)
@@ -221,7 +241,7 @@ class ShardGroup:
         left = self.members - alive
         joined = alive - self.members
         self.members = alive
-        self._owners.clear()
+        self._assign()
         self.changes += 1
         log.info(
             "members: %s (joined: %s, left: %s)",
