@@ -29,9 +29,12 @@ def manifests() -> dict[str, dict[str, Any]]:
     for name in files:
         for doc in yaml.safe_load_all((DEPLOY / name).read_text()):
             assert doc["apiVersion"]
-            assert doc["kind"] not in objects, f"two {doc['kind']} objects"
+            key = doc["kind"]
+            if doc["kind"] == "Service" and doc["spec"].get("clusterIP") == "None":
+                key = "Service/headless"  # the replica group's peers
+            assert key not in objects, f"two {key} objects"
             assert doc["metadata"]["namespace"] == kustomization["namespace"]
-            objects[doc["kind"]] = doc
+            objects[key] = doc
     return objects
 
 
@@ -98,3 +101,38 @@ def test_rbac_grants_what_the_discovery_code_uses_to_the_deployment_account(
     assert rule["resources"] == ["pods"]
     assert set(REQUIRED_VERBS) <= set(rule["verbs"])
     assert set(rule["verbs"]) <= {"get", "list", "watch"}  # read-only
+
+
+def test_replicated_form_finds_its_peers_through_the_headless_service(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    deployment, peers = manifests["Deployment"], manifests["Service/headless"]
+    replicas = deployment["spec"]["replicas"]
+    assert replicas >= 2
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert peers["spec"]["selector"].items() <= pod_labels.items()
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    spec = container(manifests)
+    args = build_parser().parse_args(spec["args"])
+    (peer_port,) = peers["spec"]["ports"]
+    assert peer_port["port"] == args.grpc_port
+    # The config's peersDNS is this Service's name in this namespace, on the gRPC port.
+    text = next(iter(manifests["ConfigMap"]["data"].values()))
+    cluster = load_config_text(text, default_registry(), file="configmap.yaml").cluster
+    assert cluster is not None
+    assert cluster.mode == "sharded"
+    assert cluster.peers_dns is not None
+    host, _, port = cluster.peers_dns.rpartition(":")
+    namespace = peers["metadata"]["namespace"]
+    assert host.split(".")[:3] == [peers["metadata"]["name"], namespace, "svc"]
+    assert int(port) == args.grpc_port
+    # `self` is left to $POD_IP (the address the headless Service resolves to).
+    assert cluster.self_address is None
+    env = {e["name"]: e for e in spec["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # Rolling updates add a replica before removing one; disruptions take one at a time.
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0
+    budget = manifests["PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert replicas - budget["spec"]["maxUnavailable"] >= 2
