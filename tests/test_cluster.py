@@ -14,10 +14,13 @@ from cluster_stack import (
     Pods,
     Replica,
     all_fresh,
+    free_port,
+    group_config,
     pod_process,
     replica_group,
     write_endpoints,
 )
+from test_dns_discovery import Zone
 
 from datalayer.client import DataLayerClient, EndpointMirror
 from datalayer.v1 import datalayer_pb2 as pb
@@ -166,3 +169,45 @@ async def test_mirror_on_the_killed_replica_fails_over_and_loses_no_removal(
             assert not mirror.view_stale
             listed = await client.list_endpoints()
             assert sorted(e.name for e in listed.endpoints) == sorted(pods.ports)
+
+
+async def test_members_from_dns_a_replica_added_to_the_name_joins(tmp_path: Path) -> None:
+    """peersDNS against a DNS server on loopback: every address the name resolves to is a
+    member; a replica whose address the answer gains takes its share."""
+    loop = asyncio.get_running_loop()
+    transport, zone = await loop.create_datagram_endpoint(
+        lambda: Zone("peers.test"), local_addr=("127.0.0.1", 0)
+    )
+    dns_port = transport.get_extra_info("sockname")[1]
+    count = 30
+    port = free_port("127.0.0.2")
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    zone.a = hosts[:2]
+    endpoints = tmp_path / "endpoints.yaml"
+    replicas = []
+    for host in hosts:
+        cluster = {
+            "self": f"{host}:{port}",
+            "peersDNS": f"peers.test:{port}",
+            "dnsServers": [f"127.0.0.1:{dns_port}"],
+            "dnsRefresh": "200ms",
+        }
+        config = group_config(tmp_path, endpoints, cluster, f"dns-{host}")
+        replicas.append(Replica(config, port, host=host))
+    try:
+        async with pod_process(count) as pods:
+            write_endpoints(endpoints, pods)
+            await asyncio.gather(*(r.start() for r in replicas[:2]))
+            agreed = await wait_converged(replicas[:2], count=count)
+            assert set(agreed.values()) == {f"{h}:{port}" for h in hosts[:2]}
+            await replicas[2].start()
+            zone.a = hosts  # the headless Service gained a ready pod
+            agreed = await wait_converged(replicas, count=count)
+            shares = Counter(agreed.values())
+            assert set(shares) == {r.target for r in replicas}
+            assert all(7 <= share <= 13 for share in shares.values()), shares
+            rates = await scrape_rates(pods, 10 * INTERVAL)
+            assert all(0.6 <= rate <= 1.4 for rate in rates.values()), rates
+    finally:
+        await asyncio.gather(*(r.stop() for r in replicas))
+        transport.close()
