@@ -214,6 +214,7 @@ class _Loader:
                 raise self.error("dataLayer", "required field is missing")
             section = _DataLayerSection()
         plugins = self._build_plugins(doc.plugins)
+        self._check_one_source_per_gvk(plugins)
         collector = CollectorSettings(
             interval=section.interval,
             timeout=section.timeout,
@@ -348,6 +349,20 @@ class _Loader:
                 sub = f"{params_path}.{exc.field}" if exc.field else params_path
                 raise self.error(sub, exc.message) from None
         return plugins
+
+    def _check_one_source_per_gvk(self, plugins: dict[str, Plugin]) -> None:
+        """Two `k8s-notification-source`s of one kind would watch it twice (upstream: one)."""
+        seen: dict[object, str] = {}
+        for name, plugin in plugins.items():
+            gvk = getattr(plugin, "gvk", None)
+            if gvk is None or not isinstance(plugin, DataSource):
+                continue
+            if gvk in seen:
+                raise self.error(
+                    "plugins",
+                    f"{name!r} watches {gvk} like {seen[gvk]!r}: one source per kind",
+                )
+            seen[gvk] = name
 
     def _resolve(self, plugins: dict[str, Plugin], ref: str, path: str, kind: type[_P]) -> _P:
         plugin = plugins.get(ref)

@@ -15,12 +15,14 @@ def register(registry: Registry) -> None:
     from plugins.discovery.kubernetes import KubernetesPodDiscovery
     from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
     from plugins.extractors.dcgm import DcgmExtractor
+    from plugins.extractors.topology import TopologyExtractor
     from plugins.extractors.json.extractor import JsonExtractor
     from plugins.extractors.kv_block_index.extractor import KvBlockIndexExtractor
     from plugins.extractors.models import ModelsDataExtractor
     from plugins.extractors.prometheus_metric.extractor import PrometheusMetricExtractor
     from plugins.sources.dcgm import DcgmDataSource
     from plugins.sources.file.source import FileDataSource
+    from plugins.sources.notifications import EndpointNotificationSource, K8sNotificationSource
     from plugins.sources.kv_events.source import KvEventsDataSource
     from plugins.sources.metrics.source import MetricsDataSource, PrometheusDataSource
     from plugins.sources.models import ModelsDataSource
@@ -45,5 +47,8 @@ def register(registry: Registry) -> None:
         KubernetesPodDiscovery,
         DcgmDataSource,
         DcgmExtractor,
+        TopologyExtractor,
+        EndpointNotificationSource,
+        K8sNotificationSource,
     ):
         registry.register(cls)

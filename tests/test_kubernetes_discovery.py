@@ -139,10 +139,10 @@ async def test_initial_list_reports_ready_pods_one_endpoint_per_target_port(
         names = ["vllm-a-rank-0", "vllm-a-rank-1", "vllm-b-rank-0", "vllm-b-rank-1"]
         assert sink.ops == [("replace", names), ("synced", None)]
         assert sink.specs["vllm-a-rank-0"] == EndpointSpec(
-            "vllm-a-rank-0", "10.0.0.1", 8000, "default", VLLM
+            "vllm-a-rank-0", "10.0.0.1", 8000, "default", VLLM, pod_name="vllm-a", rank=0
         )
         assert sink.specs["vllm-a-rank-1"] == EndpointSpec(
-            "vllm-a-rank-1", "10.0.0.1", 8001, "default", VLLM
+            "vllm-a-rank-1", "10.0.0.1", 8001, "default", VLLM, pod_name="vllm-a", rank=1
         )
         assert sink.specs["vllm-b-rank-1"].labels[ENGINE] == "sglang"
         # The watch starts exactly where the list left off.

@@ -9,9 +9,11 @@ lane over to the new collector (`InheritedLane`).
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from datalayer.notifications import affects_staleness
 from datalayer.plugin import PushDataSource
 from datalayer.wiring import SourceBinding
 
@@ -24,6 +26,8 @@ def staleness_window(threshold: float, binding: SourceBinding) -> float:
     """How long one lane's data stays good: the configured threshold, stretched for a source
     that polls more slowly than that (`/v1/models` every 5 s under a 2 s threshold would
     otherwise be stale most of the time while perfectly healthy)."""
+    if not affects_staleness(binding.source):
+        return math.inf  # notification sources: events, not readings (never stale)
     if isinstance(binding.source, PushDataSource):
         return threshold
     return max(threshold, binding.interval + binding.timeout + LANE_MARGIN)
@@ -73,6 +77,8 @@ class Lane:
         return isinstance(self.binding.source, PushDataSource)
 
     def is_stale(self, now: float) -> bool:
+        if self.window == math.inf:
+            return False
         if self.last_success is None:
             return True
         return now - self.last_success > self.window

@@ -28,6 +28,7 @@ from datalayer.collector.membership import EndpointTarget, Membership, ScopedSin
 from datalayer.collector.schedule import PollScheduler
 from datalayer.collector.status import refresh_status
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.notifications import affects_staleness
 from datalayer.plugin import PushDataSource
 from datalayer.store import EndpointStore
 from datalayer.wiring import CollectorSettings, SourceBinding
@@ -157,6 +158,8 @@ class Collector:
                 extra={"endpoint": spec.name},
             )
             return
+        previous = self.store.get(spec.name)
+        changed = previous is not None and previous.spec != spec
         self.store.upsert(spec)
         lanes = self._lanes.setdefault(spec.name, {})
         wanted = {
@@ -168,9 +171,12 @@ class Collector:
         ending = [self._drop(lane) for lane in dropped]
         for i in added:
             lanes[i] = self._new_lane(spec.name, i)
-        if dropped or added:
+        # A changed spec (a relabel, a new node address) is news to event-driven sources too:
+        # an endpoint-notification-source reports it as add-or-update.
+        kept = {lane.binding for lane in lanes.values()} if changed else set()
+        if dropped or added or kept:
             self._push_membership(
-                {lane.binding for lane in dropped} | {self.bindings[i] for i in added}
+                {lane.binding for lane in dropped} | {self.bindings[i] for i in added} | kept
             )
         if not lanes:
             self.store.set_status(
@@ -328,6 +334,10 @@ class Collector:
                 self.observer.on_extract_errors(
                     source_type, len(update.errors) - before, extractor.type_name
                 )
+        if update.readings == 0 and not affects_staleness(lane.binding.source):
+            # An event that an extractor only keeps state from: not a failed read.
+            lane.error = "; ".join(update.errors)
+            return
         if update.readings == 0:
             # Nothing the extractors need was in the payload (a page of unrelated metrics,
             # HELP/TYPE only): a failed read. Defaults alone ("no LoRA adapters") are not data.

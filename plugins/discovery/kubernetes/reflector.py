@@ -31,6 +31,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncGenerator, Callable
+from typing import Any, Protocol
 
 import httpx2
 from lightkube import ApiError, AsyncClient
@@ -38,7 +39,6 @@ from lightkube.core.client import LabelSelector
 from lightkube.resources.core_v1 import Pod
 
 from datalayer.plugin import DiscoverySink
-from plugins.discovery.kubernetes.pods import EndpointTracker
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Tracker(Protocol):
+    """Turns a list (`resync`) and each watch event (`apply`) into calls on the sink."""
+
+    async def resync(self, sink: DiscoverySink, items: Any) -> None: ...
+
+    async def apply(self, sink: DiscoverySink, event_type: str, item: Any) -> None: ...
+
+    @property
+    def endpoint_count(self) -> int: ...
+
+
 class PodReflector:
     """Keeps `sink` equal to the ready pods matching a namespace and label selector."""
 
@@ -96,13 +107,17 @@ class PodReflector:
         self,
         client: AsyncClient,
         sink: DiscoverySink,
-        tracker: EndpointTracker,
+        tracker: Tracker,
         *,
         namespace: str,
         labels: LabelSelector | None,
         backoff: Backoff,
         watch_timeout: float,
+        resource: Any = Pod,
     ) -> None:
+        #: What is listed and watched: Pod, or any lightkube (generic) namespaced resource;
+        #: the tracker turns its objects into sink calls.
+        self._resource = resource
         self._client = client
         self._sink = sink
         self._tracker = tracker
@@ -128,7 +143,7 @@ class PodReflector:
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> None:
-        listing = self._client.list(Pod, namespace=self._namespace, labels=self._labels)
+        listing = self._client.list(self._resource, namespace=self._namespace, labels=self._labels)
         pods = [pod async for pod in listing]
         version = listing.resourceVersion
         await self._tracker.resync(self._sink, pods)
@@ -154,7 +169,7 @@ class PodReflector:
         assert self.resource_version is not None
         log.debug("watching pods in %s from %s", self._namespace, self.resource_version)
         stream = self._client.watch(
-            Pod,
+            self._resource,
             namespace=self._namespace,
             labels=self._labels,
             resource_version=self.resource_version,
@@ -185,7 +200,7 @@ class PodReflector:
             if isinstance(events, AsyncGenerator):
                 await events.aclose()
 
-    async def _apply(self, event_type: str, pod: Pod) -> None:
+    async def _apply(self, event_type: str, pod: Any) -> None:
         if event_type in ("ADDED", "MODIFIED", "DELETED"):
             await self._tracker.apply(self._sink, event_type, pod)
         elif event_type != "BOOKMARK":
