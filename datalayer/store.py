@@ -178,7 +178,9 @@ class EndpointStore:
         if update.metrics or update.custom:
             for field_name, value in update.metrics.items():
                 deadlines[field_name] = deadline
-                if not same_value(getattr(metrics, field_name), value):
+                old = getattr(metrics, field_name)
+                # `==` first: an unchanged value (nearly every tick) costs no call.
+                if old != value and not same_value(old, value):
                     setattr(metrics, field_name, value)
                     changed.add(METRICS_PART)
             if update.custom:
