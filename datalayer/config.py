@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import yaml
 
 from datalayer.cluster.settings import ClusterSettings
+from datalayer.epp_prefix import map_prefix_plugins
 from datalayer.params import DecodeError, Duration, decode_dataclass, resolve_file_paths
 from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
 from datalayer.registry import Registry, plugin_kind
@@ -279,15 +280,22 @@ class _Loader:
             )
         ignored = [f"section {key}" for key in data if key not in _DOCUMENT_KEYS]
         kept: dict[str, Any] = {k: v for k, v in data.items() if k in _DOCUMENT_KEYS}
+        # Scheduler plugins wired into dataLayer: the KV-block index runs here, the rest not.
+        kept, notes, set_aside = map_prefix_plugins(kept, self.registry)
         plugins = kept.get("plugins")
         for index, entry in enumerate(plugins if isinstance(plugins, list) else ()):
             type_name = entry.get("type") if isinstance(entry, dict) else None
-            if isinstance(type_name, str) and type_name not in self.registry:
+            name = entry.get("name") or type_name if isinstance(entry, dict) else None
+            if name in set_aside:
+                ignored.append(f"plugin {name} ({type_name}), its extractors run elsewhere")
+                self.ignored_plugins.add(index)
+            elif isinstance(type_name, str) and type_name not in self.registry:
                 ignored.append(f"plugin {entry.get('name') or type_name} ({type_name})")
                 self.ignored_plugins.add(index)
                 self.ignored_names[str(entry.get("name") or type_name)] = type_name
-        if ignored:
-            warnings.append("ignored (scheduling, not data layer): " + ", ".join(ignored))
+        if ignored or notes:
+            text = "ignored (scheduling, not data layer): " + ", ".join(ignored)
+            warnings.append("; ".join([text, *notes]) if notes else text)
         return kept
 
     def _default_source(self, plugins: dict[str, Plugin], warnings: list[str]) -> _SourceEntry:
