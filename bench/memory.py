@@ -6,7 +6,9 @@
 Each (endpoint count, HTTP client) runs the whole data layer (file discovery, the
 metrics source, the core-metrics extractor, store, hub, gRPC server) in a fresh child process
 that scrapes real mock pods until every endpoint has been read at least once, then reports
-its RSS after a GC. Endpoints are distinct (address, port) pairs, so each has its own
+its RSS after a GC, and again after `malloc_trim(0)` (the part of RSS that is freed memory
+the allocator kept, such as the high-water mark of the start-up burst, rather than live
+objects). Endpoints are distinct (address, port) pairs, so each has its own
 connection as in a cluster: the mock pods listen on 0.0.0.0 and endpoints use addresses
 127.0.<a>.<b> (all loopback on Linux). The 0-endpoint run in the same run is the baseline;
 the figure to quote is the RSS added per endpoint between 1,000 and 10,000.
@@ -209,8 +211,14 @@ def main() -> None:
             if prev
             else None
         )
+        trimmed = (
+            (r["rss_trimmed_kib"] - prev["rss_trimmed_kib"]) / (r["endpoints"] - prev["endpoints"])
+            if prev
+            else None
+        )
         r["kib_per_endpoint"] = per
         r["kib_per_additional_endpoint"] = marginal
+        r["kib_per_additional_endpoint_trimmed"] = trimmed
         rows.append(
             [
                 r["client"],
@@ -219,11 +227,23 @@ def main() -> None:
                 r["rss_kib"] / 1024,
                 "-" if per is None else per,
                 "-" if marginal is None else marginal,
+                r["rss_trimmed_kib"] / 1024,
+                "-" if trimmed is None else trimmed,
             ]
         )
     print_table(
-        "memory: data-layer RSS with N scraped endpoints (0 endpoints = baseline)",
-        ["client", "endpoints", "fresh", "RSS MiB", "KiB/endpoint", "KiB/additional endpoint"],
+        "memory: data-layer RSS with N scraped endpoints (0 endpoints = baseline; trimmed = "
+        "after malloc_trim(0), what the allocator could hand back)",
+        [
+            "client",
+            "endpoints",
+            "fresh",
+            "RSS MiB",
+            "KiB/endpoint",
+            "KiB/additional endpoint",
+            "trimmed RSS MiB",
+            "trimmed KiB/additional",
+        ],
         rows,
     )
     write_json("memory", {"runs": results})
