@@ -30,6 +30,7 @@ from datalayer.store import EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from server.http_auth import status_auth_middleware
 from server.observability import SelfMetrics
+from server.prefix import PrefixMatcher, prefix_indexes
 from server.security import (
     BearerTokenInterceptor,
     TlsFiles,
@@ -203,7 +204,11 @@ class DataLayerApp:
         )
         keys = lambda: declared_attribute_keys(self.config)  # noqa: E731 - read at each Watch
         owner = self.group.me if self.group is not None else ""
-        service = DataLayerService(self.store, self.hub, attribute_keys=keys, owner=owner)
+        # MatchPrefix reads whichever kv-block-index the current config has (reloads too).
+        prefix = PrefixMatcher(self.store, lambda: prefix_indexes(self.config.plugins.values()))
+        service = DataLayerService(
+            self.store, self.hub, attribute_keys=keys, owner=owner, prefix=prefix
+        )
         add_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

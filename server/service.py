@@ -31,6 +31,7 @@ from datalayer.store import REMOVED_PART, EndpointStore
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from server.convert import MAX_RESPONSE_BYTES, EndpointEncoder, WatchEncoder, field_size
+from server.prefix import PrefixMatcher, PrefixRequestError
 
 if TYPE_CHECKING:
     from datalayer.config import DataLayerConfig
@@ -257,6 +258,7 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         limits: ServiceLimits | None = None,
         attribute_keys: Callable[[], Iterable[str]] | None = None,
         owner: str = "",
+        prefix: PrefixMatcher | None = None,
     ):
         """`attribute_keys`: what the current configuration's extractors declare they
         produce (see `declared_attribute_keys`); a Watch may ask for those, `metrics`, and
@@ -267,6 +269,8 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
         self.attribute_keys = attribute_keys
         #: This replica's name in its group (`owned_only` streams send what it owns).
         self.owner = owner
+        #: Answers MatchPrefix from the configured prefix-cache index (server/prefix.py).
+        self.prefix = prefix
         #: Every reply is built from here: each endpoint state is serialized once, and equal
         #: Watch batches once (see `add_to_server`: the methods return bytes).
         self.endpoints = EndpointEncoder()
@@ -302,6 +306,18 @@ class DataLayerService(pb_grpc.DataLayerServicer):  # type: ignore[misc]
                 context, grpc.StatusCode.NOT_FOUND, f"endpoint {echo(request.name)} not found"
             )
         return self.endpoints.encode(record)
+
+    async def MatchPrefix(
+        self, request: pb.MatchPrefixRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        """A serialized `MatchPrefixResponse` (see server/prefix.py)."""
+        await _refuse_malformed(request, context)
+        if self.prefix is None:
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "MatchPrefix is not served here")
+        try:
+            return self.prefix.answer(request)
+        except PrefixRequestError as exc:
+            await _abort(context, exc.code, exc.message)
 
     async def ListEndpoints(
         self, request: pb.ListEndpointsRequest, context: grpc.aio.ServicerContext
@@ -421,6 +437,11 @@ def add_to_server(service: DataLayerService, server: grpc.aio.Server) -> None:
         "ListEndpoints": grpc.unary_unary_rpc_method_handler(
             service.ListEndpoints,
             request_deserializer=_lenient(pb.ListEndpointsRequest),
+            response_serializer=None,  # already bytes
+        ),
+        "MatchPrefix": grpc.unary_unary_rpc_method_handler(
+            service.MatchPrefix,
+            request_deserializer=_lenient(pb.MatchPrefixRequest),
             response_serializer=None,  # already bytes
         ),
         "Watch": grpc.unary_stream_rpc_method_handler(

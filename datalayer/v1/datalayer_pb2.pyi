@@ -191,3 +191,31 @@ class WatchResponse(_message.Message):
     synced: bool
     full_snapshot: bool
     def __init__(self, events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., revision: _Optional[int] = ..., instance_id: _Optional[str] = ..., synced: _Optional[bool] = ..., full_snapshot: _Optional[bool] = ...) -> None: ...
+
+class MatchPrefixRequest(_message.Message):
+    __slots__ = ("model", "token_ids", "selector")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    selector: str
+    def __init__(self, model: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., selector: _Optional[str] = ...) -> None: ...
+
+class PrefixMatch(_message.Message):
+    __slots__ = ("endpoint", "matched_blocks", "block_size")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    matched_blocks: int
+    block_size: int
+    def __init__(self, endpoint: _Optional[str] = ..., matched_blocks: _Optional[int] = ..., block_size: _Optional[int] = ...) -> None: ...
+
+class MatchPrefixResponse(_message.Message):
+    __slots__ = ("matches", "total_blocks")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[PrefixMatch]
+    total_blocks: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[PrefixMatch, _Mapping]]] = ..., total_blocks: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class DataLayerStub:
                 request_serializer=datalayer_dot_v1_dot_datalayer__pb2.Subscription.SerializeToString,
                 response_deserializer=datalayer_dot_v1_dot_datalayer__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.MatchPrefix = channel.unary_unary(
+                '/datalayer.v1.DataLayer/MatchPrefix',
+                request_serializer=datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixRequest.SerializeToString,
+                response_deserializer=datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixResponse.FromString,
+                _registered_method=True)
 
 
 class DataLayerServicer:
@@ -76,6 +81,15 @@ class DataLayerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MatchPrefix(self, request, context):
+        """Precise prefix-cache affinity: per endpoint, how many of the prompt's leading
+        blocks it holds in its KV cache (from the kv-block-index extractor).
+        FAILED_PRECONDITION when no kv-block-index is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataLayerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +107,11 @@ def add_DataLayerServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=datalayer_dot_v1_dot_datalayer__pb2.Subscription.FromString,
                     response_serializer=datalayer_dot_v1_dot_datalayer__pb2.WatchResponse.SerializeToString,
+            ),
+            'MatchPrefix': grpc.unary_unary_rpc_method_handler(
+                    servicer.MatchPrefix,
+                    request_deserializer=datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixRequest.FromString,
+                    response_serializer=datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +195,33 @@ class DataLayer:
             '/datalayer.v1.DataLayer/Watch',
             datalayer_dot_v1_dot_datalayer__pb2.Subscription.SerializeToString,
             datalayer_dot_v1_dot_datalayer__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchPrefix(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datalayer.v1.DataLayer/MatchPrefix',
+            datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixRequest.SerializeToString,
+            datalayer_dot_v1_dot_datalayer__pb2.MatchPrefixResponse.FromString,
             options,
             channel_credentials,
             insecure,

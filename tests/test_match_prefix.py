@@ -1,0 +1,167 @@
+"""MatchPrefix over real gRPC: a running DataLayerApp, real ZMQ publishers, a grpc.aio client.
+
+The pods are KvEventPublishers on 127.0.0.2.. (one port, as pods on their own
+IPs); file discovery lists them; the config wires kv-events-data-source ->
+kv-block-index. Also: the status codes for no index and for bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+import zmq.asyncio
+
+from datalayer.config import load_config_text
+from datalayer.registry import default_registry
+from datalayer.v1 import datalayer_pb2 as pb
+from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
+from mockpod.kv_events import BlockCache, KvEventPublisher
+from server.app import DataLayerApp, ServeOptions
+
+from stack import eventually
+
+CONFIG = """\
+plugins:
+- type: kv-events-data-source
+  parameters: {{port: {port}}}
+- type: kv-block-index
+  parameters: {{blockSize: 16}}
+- type: file-discovery
+  parameters: {{path: {endpoints}, pollInterval: 50ms}}
+dataLayer:
+  sources:
+  - pluginRef: kv-events-data-source
+    extractors: [{{pluginRef: kv-block-index}}]
+  discovery: {{pluginRef: file-discovery}}
+"""
+
+NO_INDEX = """\
+plugins:
+- type: metrics-data-source
+- type: core-metrics-extractor
+- type: file-discovery
+  parameters: {{path: {endpoints}}}
+dataLayer:
+  sources:
+  - pluginRef: metrics-data-source
+    extractors: [{{pluginRef: core-metrics-extractor}}]
+  discovery: {{pluginRef: file-discovery}}
+"""
+
+MODEL = "mock-model"
+PODS = {
+    "pod-a": ("127.0.0.2", "blue"),
+    "pod-b": ("127.0.0.3", "green"),
+    "pod-c": ("127.0.0.4", "blue"),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, config: str, port: int
+) -> AsyncIterator[tuple[DataLayerApp, Any]]:
+    endpoints = tmp_path / "endpoints.yaml"
+    entries = [
+        {"name": name, "address": host, "port": 8000, "labels": {"color": color}}
+        for name, (host, color) in PODS.items()
+    ]
+    endpoints.write_text(yaml.safe_dump({"endpoints": entries}))
+    loaded = load_config_text(
+        config.format(port=port, endpoints=endpoints), default_registry(), file="t.yaml"
+    )
+    app = DataLayerApp(loaded, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0))
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+    try:
+        yield app, pb_grpc.DataLayerStub(channel)
+    finally:
+        await channel.close()
+        await app.stop()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, KvEventPublisher]]]:
+    context = zmq.asyncio.Context()
+    port = _free_port()
+    pubs = {
+        name: KvEventPublisher(context, host=host, port=port, topic=f"kv@{host}@{MODEL}")
+        for name, (host, _) in PODS.items()
+    }
+    async with serving(tmp_path, CONFIG, port) as (app, stub):
+
+        async def all_joined() -> bool:
+            for pub in pubs.values():
+                pub.publish([])  # PUB drops until the SUB has joined: probe
+            seen = [app.store.get(name) for name in PODS]
+            return all(r is not None and "kv-block-index" in r.attributes for r in seen)
+
+        await eventually(all_joined, timeout=10, what="every pod subscribed")
+        yield stub, pubs
+    for pub in pubs.values():
+        await pub.close()
+    context.term()
+
+
+PROMPT = list(range(1000, 1000 + 16 * 8))  # 8 blocks of 16 tokens
+
+
+def _matches(response: pb.MatchPrefixResponse) -> list[tuple[str, int, int]]:
+    return [(m.endpoint, m.matched_blocks, m.block_size) for m in response.matches]
+
+
+async def test_match_prefix_ranks_endpoints_by_leading_blocks(fleet: Any) -> None:
+    stub, pubs = fleet
+    pubs["pod-a"].publish(BlockCache().prompt(PROMPT))
+    pubs["pod-b"].publish(BlockCache().prompt(PROMPT[: 16 * 3] + [1] * 80))
+    pubs["pod-c"].publish(BlockCache().prompt(PROMPT[:20]))  # 1 full block
+    request = pb.MatchPrefixRequest(model=MODEL, token_ids=[*PROMPT, 7, 7, 7])
+
+    async def indexed() -> bool:
+        response = await stub.MatchPrefix(request)
+        return len(response.matches) == 3
+
+    await eventually(indexed, what="three pods indexed")
+    response = await stub.MatchPrefix(request)
+    assert response.total_blocks == 8
+    assert _matches(response) == [("pod-a", 8, 16), ("pod-b", 3, 16), ("pod-c", 1, 16)]
+    blue = await stub.MatchPrefix(
+        pb.MatchPrefixRequest(model=MODEL, token_ids=PROMPT, selector="color=blue")
+    )
+    assert _matches(blue) == [("pod-a", 8, 16), ("pod-c", 1, 16)]
+    other_model = await stub.MatchPrefix(pb.MatchPrefixRequest(model="other", token_ids=PROMPT))
+    assert (list(other_model.matches), other_model.total_blocks) == ([], 8)
+    short = await stub.MatchPrefix(pb.MatchPrefixRequest(model=MODEL, token_ids=PROMPT[:15]))
+    assert (list(short.matches), short.total_blocks) == ([], 0)
+
+
+async def test_match_prefix_refuses_bad_input(fleet: Any) -> None:
+    stub, _ = fleet
+    with pytest.raises(grpc.aio.AioRpcError) as too_long:
+        await stub.MatchPrefix(pb.MatchPrefixRequest(model=MODEL, token_ids=[1] * 262_145))
+    assert too_long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "token_ids" in (too_long.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as bad_selector:
+        await stub.MatchPrefix(pb.MatchPrefixRequest(model=MODEL, selector="a in (b"))
+    assert bad_selector.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "selector" in (bad_selector.value.details() or "")
+
+
+async def test_match_prefix_without_an_index_says_how_to_configure_one(tmp_path: Path) -> None:
+    async with serving(tmp_path, NO_INDEX, 0) as (_, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.MatchPrefix(pb.MatchPrefixRequest(model=MODEL, token_ids=PROMPT))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "kv-block-index" in (error.value.details() or "")
