@@ -3,8 +3,11 @@
 //
 //	go-expfmt [-repeat N] [-rounds R] PAGE...
 //
-// It prints one JSON line per page: {"path": ..., "bytes": ..., "families": ..., "us": ...},
-// "us" being the best of R rounds of N full parses (TextToMetricFamilies), in µs per parse.
+// It prints one JSON line per page: {"path": ..., "bytes": ..., "families": ..., "us": ...,
+// "cpu_us": ...}: "us" is the best of R rounds of N full parses (TextToMetricFamilies), in
+// wall-clock µs per parse (as `go test -bench` reports); "cpu_us" is the process's CPU time
+// (user + system, all threads: Go's garbage collector runs beside the parse) per parse over
+// all rounds.
 // Built in GOPATH mode against Debian's golang-github-prometheus-common-dev (bench/parse.py
 // builds and runs it).
 package main
@@ -15,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -25,6 +29,15 @@ type result struct {
 	Bytes    int     `json:"bytes"`
 	Families int     `json:"families"`
 	Us       float64 `json:"us"`
+	CPUUs    float64 `json:"cpu_us"`
+}
+
+func cpuTime() time.Duration {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		return 0
+	}
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }
 
 func parse(page []byte) (int, error) {
@@ -50,6 +63,7 @@ func main() {
 			os.Exit(1)
 		}
 		best := time.Duration(1<<63 - 1)
+		cpu0 := cpuTime()
 		for r := 0; r < *rounds; r++ {
 			start := time.Now()
 			for i := 0; i < *repeat; i++ {
@@ -62,8 +76,10 @@ func main() {
 				best = d
 			}
 		}
+		cpu := cpuTime() - cpu0
 		us := float64(best.Nanoseconds()) / float64(*repeat) / 1e3
-		if err := out.Encode(result{path, len(page), families, us}); err != nil {
+		cpuUs := float64(cpu.Nanoseconds()) / float64(*repeat**rounds) / 1e3
+		if err := out.Encode(result{path, len(page), families, us, cpuUs}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
