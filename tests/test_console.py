@@ -330,9 +330,9 @@ def test_rows_classify_health_and_format_for_people() -> None:
 
 def test_unknown_values_show_as_a_dash_never_as_zero() -> None:
     """A field absent on the wire (not read) is `-`; a present 0 is `0`. Both used to be 0."""
-    from datalayer.v1 import datalayer_pb2 as pb
     from console.render import endpoint_detail, endpoints_table
     from console.rows import format_kv, sort_rows
+    from datalayer.v1 import datalayer_pb2 as pb
 
     unread = pb.Endpoint(name="pod-unread", address="10.0.0.1", port=8000, stale=True)
     idle = pb.Endpoint(
