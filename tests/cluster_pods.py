@@ -36,13 +36,13 @@ def _counting(hits: Counter[str], name: str) -> Middleware:
     return count
 
 
-async def main(count: int, prefix: str) -> None:
+async def main(count: int, prefix: str, churn: bool = False) -> None:
     hits: Counter[str] = Counter()
     runners: list[web.AppRunner] = []
     ports: dict[str, int] = {}
     for i in range(count):
         name = f"{prefix}-{i}"
-        app = build_app(PodState(PodSpec(name=name)), [_counting(hits, name)])
+        app = build_app(PodState(PodSpec(name=name, churn=churn)), [_counting(hits, name)])
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
@@ -65,6 +65,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--prefix", default="pod")
+    parser.add_argument("--churn", action="store_true", help="gauges change on every scrape")
     args = parser.parse_args()
     try:
         import uvloop
@@ -72,4 +73,4 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(args.count, args.prefix))
+    asyncio.run(main(args.count, args.prefix, args.churn))

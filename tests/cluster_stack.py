@@ -71,9 +71,11 @@ class Pods:
 
 
 @contextlib.asynccontextmanager
-async def pod_process(count: int) -> AsyncIterator[Pods]:
+async def pod_process(count: int, churn: bool = False) -> AsyncIterator[Pods]:
+    """`churn`: the pods' gauges change on every scrape (every scrape is a commit)."""
+    flags = ["--churn"] if churn else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, PODS_SCRIPT, "--count", str(count), stdout=subprocess.PIPE
+        sys.executable, PODS_SCRIPT, "--count", str(count), *flags, stdout=subprocess.PIPE
     )
     try:
         assert process.stdout is not None
