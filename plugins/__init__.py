@@ -13,19 +13,22 @@ def register(registry: Registry) -> None:
     from plugins.discovery.dns.discovery import DnsDiscovery
     from plugins.discovery.file.discovery import FileDiscovery
     from plugins.discovery.kubernetes import KubernetesPodDiscovery
+    from plugins.discovery.multicluster import MulticlusterFileDiscovery
     from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor
     from plugins.extractors.dcgm import DcgmExtractor
-    from plugins.extractors.topology import TopologyExtractor
     from plugins.extractors.json.extractor import JsonExtractor
     from plugins.extractors.kv_block_index.extractor import KvBlockIndexExtractor
     from plugins.extractors.models import ModelsDataExtractor
+    from plugins.extractors.multicluster import MulticlusterMetricsExtractor
     from plugins.extractors.prometheus_metric.extractor import PrometheusMetricExtractor
+    from plugins.extractors.topology import TopologyExtractor
     from plugins.sources.dcgm import DcgmDataSource
     from plugins.sources.file.source import FileDataSource
-    from plugins.sources.notifications import EndpointNotificationSource, K8sNotificationSource
     from plugins.sources.kv_events.source import KvEventsDataSource
     from plugins.sources.metrics.source import MetricsDataSource, PrometheusDataSource
     from plugins.sources.models import ModelsDataSource
+    from plugins.sources.multicluster import MulticlusterMetricsDataSource
+    from plugins.sources.notifications import EndpointNotificationSource, K8sNotificationSource
     from plugins.sources.push.source import HttpPushDataSource
     from plugins.sources.unix_socket.source import UnixSocketDataSource
 
@@ -50,5 +53,8 @@ def register(registry: Registry) -> None:
         TopologyExtractor,
         EndpointNotificationSource,
         K8sNotificationSource,
+        MulticlusterMetricsDataSource,
+        MulticlusterMetricsExtractor,
+        MulticlusterFileDiscovery,
     ):
         registry.register(cls)
