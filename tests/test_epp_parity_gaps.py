@@ -16,7 +16,7 @@ from aiohttp import web
 
 from datalayer.config import load_config_file, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from datalayer.plugin import ParameterError
 from datalayer.registry import default_registry
 from mockpod.server import MockPod, start_pod
@@ -43,7 +43,7 @@ def core() -> CoreMetricsExtractor:
 async def test_port_scrapes_another_port_than_the_endpoints(pod: MockPod) -> None:
     # The endpoint's own port (1) has nothing listening: only `port` can reach the pod.
     endpoint = EndpointSpec("vllm-0", "127.0.0.1", 1)
-    params = decode_dataclass(MetricsSourceParameters, {"port": pod.port})
+    params = decode(MetricsSourceParameters, {"port": pod.port})
     source = MetricsDataSource("m", params)
     source.start([core()])
     try:
@@ -75,7 +75,7 @@ async def mtls_pod(tmp_path: Path) -> AsyncIterator[tuple[Pem, Pem, int]]:
 
 async def test_upstream_tls_names_reach_the_client(mtls_pod: tuple[Pem, Pem, int]) -> None:
     ca, client, port = mtls_pod
-    params = decode_dataclass(
+    params = decode(
         MetricsSourceParameters,
         {
             "scheme": "https",
