@@ -11,6 +11,7 @@ left to the scheduler.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -208,5 +209,9 @@ async def test_current_config_runs_against_mock_pods(tmp_path: Path) -> None:
             return (await stack.client.get_endpoint("pod-a")).metrics.waiting_queue_size == 3
 
         await eventually(collected, what="pod-a collected under the precise-prefix config")
+        # No KV events arrive from the mock pods (idle caches): that silence is not staleness.
+        await asyncio.sleep(1.2)  # past the stack's 500 ms staleness threshold
+        endpoint = await stack.client.get_endpoint("pod-a")
+        assert not endpoint.stale, endpoint.last_error
         kinds = [b.source.type_name for b in stack.app.config.sources]
         assert kinds == ["metrics-data-source", "kv-events-data-source"]

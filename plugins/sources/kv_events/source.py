@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import zmq
 import zmq.asyncio
@@ -86,6 +86,9 @@ class KvEventsDataSource(PushDataSource):
     )
     Parameters = KvEventsSourceParameters
     output_type = KvEventsPayload
+    #: KV events say what a cache did, not how loaded a pod is: an idle pod publishes nothing,
+    #: and that silence must not make it stale (datalayer/notifications.py).
+    affects_staleness: ClassVar[bool] = False
 
     def __init__(self, name: str, params: KvEventsSourceParameters) -> None:
         super().__init__(name, params)
