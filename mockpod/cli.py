@@ -64,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="change the waiting/running/KV gauges on every /metrics request (benchmarks)",
     )
+    parser.add_argument(
+        "--kv-events-port",
+        type=int,
+        default=None,
+        help="publish vLLM KV-cache events (ZMQ PUB) from this port (+i with --count)",
+    )
+    parser.add_argument(
+        "--kv-events-replay-port", type=int, default=None, help="also a replay ROUTER (+i)"
+    )
+    parser.add_argument("--kv-events-shape", choices=("array", "map"), default="array")
 
 
 def spec_from_args(args: argparse.Namespace) -> PodSpec:
@@ -85,6 +95,9 @@ def spec_from_args(args: argparse.Namespace) -> PodSpec:
         max_request_seconds=args.max_request_seconds,
         gzip=args.gzip,
         churn=args.churn,
+        kv_events_port=args.kv_events_port,
+        kv_events_replay_port=args.kv_events_replay_port,
+        kv_events_shape=args.kv_events_shape,
     )
 
 

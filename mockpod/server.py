@@ -27,6 +27,7 @@ from aiohttp.typedefs import Middleware
 from mockpod.control import ControlError, apply_control
 from mockpod.exposition import CONTENT_TYPE
 from mockpod.faults import FAULTS, FaultBox, FaultError, fault_middleware, parse_fault
+from mockpod.kv_pod import PodKvEvents, stand_in_tokens
 from mockpod.openai import (
     ApiError,
     bad_request,
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 
 POD_STATE = web.AppKey("pod_state", PodState)
+#: Set when the pod publishes KV-cache events (PodSpec.kv_events_port).
+KV_EVENTS = web.AppKey("kv_events", PodKvEvents)
 # Handlers finish in-flight requests on close for at most this long; tests close often.
 SHUTDOWN_TIMEOUT = 1.0
 
@@ -107,6 +110,9 @@ async def _completions(request: web.Request, *, chat: bool) -> web.Response:
         except ValueError as exc:
             raise bad_request(f"invalid JSON: {exc}") from exc
         parsed = parse_completion(body, chat=chat)
+        kv_events = request.app.get(KV_EVENTS)
+        if kv_events is not None and parsed.model in (state.spec.model, *state.spec.loras):
+            kv_events.prefill(parsed.model, stand_in_tokens(body, chat=chat))
         try:
             result = await state.generate(
                 parsed.model, parsed.prompt_tokens, parsed.max_tokens, parsed.n
@@ -148,6 +154,11 @@ async def _post_control(request: web.Request) -> web.Response:
             fault = parse_fault(body.pop("fault"))
         except FaultError as exc:
             return _json({"error": str(exc)}, status=400)
+    kv_events = request.app.get(KV_EVENTS)
+    if isinstance(body, dict) and "reset_prefix_cache" in body:
+        body = dict(body)
+        if body.pop("reset_prefix_cache") and kv_events is not None:
+            kv_events.reset()
     try:
         apply_control(state, body)
     except ControlError as exc:
@@ -192,8 +203,11 @@ class MockPod:
 async def start_pod(spec: PodSpec, host: str = "127.0.0.1") -> MockPod:
     """Start one pod listening on ``spec.port`` (0: any free port)."""
     state = PodState(spec)
+    app = build_app(state)
+    if spec.kv_events_port is not None:
+        _attach_kv_events(app, spec, host)
     runner = web.AppRunner(
-        build_app(state),
+        app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -207,6 +221,24 @@ async def start_pod(spec: PodSpec, host: str = "127.0.0.1") -> MockPod:
         await runner.cleanup()
         raise
     return MockPod(spec, state, host, port, runner)
+
+
+def _attach_kv_events(app: web.Application, spec: PodSpec, host: str) -> None:
+    kv_events = PodKvEvents(
+        host=host,
+        port=spec.kv_events_port or 0,
+        replay_port=spec.kv_events_replay_port,
+        model=spec.model,
+        block_size=spec.block_size,
+        capacity_blocks=spec.num_gpu_blocks,
+        shape="map" if spec.kv_events_shape == "map" else "array",
+    )
+    app[KV_EVENTS] = kv_events
+
+    async def close(_: web.Application) -> None:
+        await kv_events.close()
+
+    app.on_cleanup.append(close)
 
 
 class PodGroup:

@@ -47,6 +47,11 @@ class PodSpec:
     # Benchmarks: move the router's gauges on every /metrics request, so every scrape reads
     # changed values (commits and stream updates on each one) even with no traffic.
     churn: bool = False
+    # KV-cache events as vLLM publishes them (ZMQ PUB on this port; None: off), with an
+    # optional replay ROUTER, events as tagged arrays ("array") or maps ("map").
+    kv_events_port: int | None = None
+    kv_events_replay_port: int | None = None
+    kv_events_shape: str = "array"
 
     def __post_init__(self) -> None:
         if self.engines < 1:
@@ -59,6 +64,8 @@ class PodSpec:
             raise ValueError("block_size and num_gpu_blocks must be >= 1")
         if self.engine_type not in ("vllm", "sglang"):
             raise ValueError(f"unknown engine_type {self.engine_type!r}")
+        if self.kv_events_shape not in ("array", "map"):
+            raise ValueError(f"kv_events_shape must be array or map, got {self.kv_events_shape!r}")
         if self.model in self.loras:
             raise ValueError("a LoRA adapter cannot share the base model's name")
 
@@ -83,6 +90,13 @@ def consecutive_specs(template: PodSpec, count: int) -> list[PodSpec]:
             template,
             port=template.port + i if template.port else 0,
             name=f"{template.name}-{i}",
+            kv_events_port=_offset(template.kv_events_port, i),
+            kv_events_replay_port=_offset(template.kv_events_replay_port, i),
         )
         for i in range(count)
     ]
+
+
+def _offset(port: int | None, i: int) -> int | None:
+    """The i-th pod's copy of an optional port (0 stays 0: any free port)."""
+    return port + i if port else port

@@ -329,9 +329,9 @@ class PrefixIndex:
             for entries in tables:
                 held |= entries.get(parent, 0)
             now = holders & held & live
-            lost = (holders & ~now) if i else 0
-            for eid in bits_of(lost):
-                matched[eid] = i
+            if i and now != holders:
+                for eid in bits_of(holders & ~now):
+                    matched[eid] = i
             holders = now
             if not holders:
                 break
