@@ -55,8 +55,9 @@ class BaselineService(DataLayerService):
         instance_id = store.instance_id
 
         class _PerStream:
-            def encode(self, batch: Any, parts: frozenset[str] = frozenset()) -> Any:
-                return batch_to_proto(batch, instance_id, parts)
+            def encode(self, batch: Any, parts: frozenset[str] = frozenset()) -> list[Any]:
+                # (The service iterates over what its encoder gives: one message per batch.)
+                return [batch_to_proto(batch, instance_id, parts)]
 
         self.encoder = _PerStream()  # type: ignore[assignment]
 
