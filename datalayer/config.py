@@ -30,17 +30,17 @@ sections are ignored with one warning, and without sources the default pair
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import yaml
 
 from datalayer.cluster.settings import ClusterSettings
 from datalayer.epp_prefix import map_prefix_plugins
-from datalayer.params import DecodeError, Duration, decode_dataclass, resolve_file_paths
-from datalayer.plugin import DataSource, Discovery, Extractor, ParameterError, Plugin
+from datalayer.parameters import Duration, ParameterError, Parameters, decode
+from datalayer.plugin import DataSource, Discovery, Extractor, Plugin
 from datalayer.registry import Registry, plugin_kind
 from datalayer.selector import EVERYTHING, SelectorError, parse_selector
 from datalayer.wiring import CollectorSettings, SourceBinding
@@ -96,31 +96,27 @@ class DataLayerConfig:
 # --- the document's own schema (plugins have theirs in their Parameters) ---
 
 
-@dataclass
-class _PluginEntry:
+class _PluginEntry(Parameters):
     type: str
     name: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-@dataclass
-class _PluginRef:
+class _PluginRef(Parameters):
     plugin_ref: str
 
 
-@dataclass
-class _SourceEntry:
+class _SourceEntry(Parameters):
     plugin_ref: str
-    extractors: list[_PluginRef] = field(default_factory=list)
+    extractors: list[_PluginRef] = []
     interval: Duration | None = None
     timeout: Duration | None = None
     #: A label selector: only matching endpoints are collected by this source.
     selector: str | None = None
 
 
-@dataclass
-class _DataLayerSection:
-    sources: list[_SourceEntry] = field(default_factory=list)
+class _DataLayerSection(Parameters):
+    sources: list[_SourceEntry] = []
     #: One `{pluginRef}`, or a list of them to combine several discoveries.
     discovery: _PluginRef | list[_PluginRef] | None = None
     interval: Duration = CollectorSettings.interval
@@ -128,9 +124,8 @@ class _DataLayerSection:
     staleness_threshold: Duration = CollectorSettings.staleness_threshold
 
 
-@dataclass
-class _Document:
-    plugins: list[_PluginEntry] = field(default_factory=list)
+class _Document(Parameters):
+    plugins: list[_PluginEntry] = []
     data_layer: _DataLayerSection | None = None
     #: The older name of `dataLayer` that the data-layer docs still show.
     data: _DataLayerSection | None = None
@@ -201,9 +196,9 @@ class _Loader:
         if kind == EPP_KIND:
             data = self._epp_data_layer_part(data, warnings)
         try:
-            doc: _Document = decode_dataclass(_Document, data)
-        except DecodeError as exc:
-            raise self.error(exc.path, exc.message) from None
+            doc = decode(_Document, data)
+        except ParameterError as exc:
+            raise self.error(exc.field, exc.message) from None
         if doc.kind not in (None, CONFIG_KIND, EPP_KIND):
             raise self.error("kind", f"expected {CONFIG_KIND!r} or {EPP_KIND!r}, got {doc.kind!r}")
         if doc.data_layer is not None and doc.data is not None:
@@ -310,7 +305,7 @@ class _Loader:
             if cls is None:
                 raise self.error("injectDefaults", f"default plugin type {type_name!r} is missing")
             name = type_name if type_name not in plugins else f"{type_name}-default"
-            plugins[name] = cls(name, decode_dataclass(cls.Parameters, {}))
+            plugins[name] = cls(name, decode(cls.Parameters, {}))
             refs.append(name)
         warnings.append(
             f"no data-layer sources configured: injected {refs[0]} with {refs[1]} "
@@ -319,14 +314,18 @@ class _Loader:
         return _SourceEntry(plugin_ref=refs[0], extractors=[_PluginRef(refs[1])])
 
     def _parse_yaml(self) -> Any:
+        """The document, parsed once: its nodes keep the line marks `_line_of` reads."""
+        loader = yaml.SafeLoader(self.text)
         try:
-            self.root_node = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            return yaml.safe_load(self.text)
+            self.root_node = loader.get_single_node()
+            return None if self.root_node is None else loader.construct_document(self.root_node)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(self.file, "", f"invalid YAML: {problem}", line=line) from None
+        finally:
+            loader.dispose()
 
     def _build_plugins(self, entries: list[_PluginEntry]) -> dict[str, Plugin]:
         plugins: dict[str, Plugin] = {}
@@ -347,12 +346,11 @@ class _Loader:
                 raise self.error(f"{path}.name", f"duplicate plugin name {name!r}")
             params_path = f"{path}.parameters"
             try:
-                params = decode_dataclass(cls.Parameters, entry.parameters, params_path)
-                if self.base_dir is not None:
-                    params = resolve_file_paths(params, self.base_dir)
+                params = decode(cls.Parameters, entry.parameters, params_path, self.base_dir)
+            except ParameterError as exc:
+                raise self.error(exc.field, exc.message) from None
+            try:
                 plugins[name] = cls(name, params)
-            except DecodeError as exc:
-                raise self.error(exc.path, exc.message) from None
             except ParameterError as exc:
                 sub = f"{params_path}.{exc.field}" if exc.field else params_path
                 raise self.error(sub, exc.message) from None
@@ -494,6 +492,7 @@ def _split_path(path: str) -> list[str | int]:
 def plugin_parameters_as_dict(plugin: Plugin) -> dict[str, Any]:
     """The decoded parameters of a plugin, for start-up logs and the status page."""
     params = plugin.params
-    if dataclasses.is_dataclass(params) and not isinstance(params, type):
-        return dataclasses.asdict(params)
+    if isinstance(params, msgspec.Struct):
+        built = msgspec.to_builtins(params, enc_hook=float)  # YAML names; durations in seconds
+        return built if isinstance(built, dict) else {}
     return {}

@@ -1,14 +1,14 @@
 """The plugin contracts: the only things the core knows about sources, extractors and discovery.
 
 Each contract is a small abstract class; plugins subclass one, declare their
-`type_name` and a `Parameters` dataclass, and register with the registry. The
-core builds them from configuration and never imports a plugin module.
+`type_name` and a `Parameters` model (a `datalayer.parameters.Parameters`
+struct), and register with the registry. The core builds them from
+configuration and never imports a plugin module.
 
 A minimal extractor, for a source whose payload is a `dict`::
 
-    @dataclass
-    class Params:
-        key: str = "load"
+    class Params(Parameters):
+        key: Annotated[str, Meta(min_length=1)] = "load"
 
     class LoadExtractor(Extractor):
         type_name = "load-extractor"
@@ -31,15 +31,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-
-
-class ParameterError(ValueError):
-    """A plugin parameter is invalid; `field` is its dotted path below `parameters`."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
+from datalayer.parameters import ParameterError as ParameterError  # where plugins import it
+from datalayer.parameters import Parameters
+from datalayer.parameters import check as check_parameters
 
 
 class Plugin(abc.ABC):
@@ -47,12 +41,14 @@ class Plugin(abc.ABC):
 
     #: The name used in YAML (`plugins[].type`).
     type_name: ClassVar[str]
-    #: A dataclass describing `plugins[].parameters`; decoded strictly by the config loader.
-    Parameters: ClassVar[type]
+    #: The model of `plugins[].parameters` (a `Parameters` struct: typed fields, bounds as
+    #: constraints); decoded strictly by the config loader, shown by `datalayer plugins`.
+    Parameters: ClassVar[type[Parameters]]
     #: One line for `datalayer plugins`.
     description: ClassVar[str] = ""
 
     def __init__(self, name: str, params: Any) -> None:
+        check_parameters(params)  # a model built in code gets the bounds a decoded one had
         self.name = name
         self.params = params
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 
+from datalayer.parameters import Parameters
 from datalayer.plugin import DataSource, Discovery, Extractor, Plugin
 
 ENTRY_POINT_GROUP = "datalayer.plugins"
@@ -39,6 +40,12 @@ class Registry:
     def register(self, cls: type[Plugin]) -> type[Plugin]:
         """Add a plugin class under its `type_name`; usable as a class decorator."""
         plugin_kind(cls)  # reject classes that implement no contract
+        declared = getattr(cls, "Parameters", None)
+        if not (isinstance(declared, type) and issubclass(declared, Parameters)):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__}.Parameters must subclass "
+                f"datalayer.parameters.Parameters (a msgspec Struct), got {declared!r}"
+            )
         name = cls.type_name
         existing = self._types.get(name)
         if existing is not None and existing is not cls:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datalayer.params import Duration
+from datalayer.parameters import Duration
 from datalayer.plugin import DataSource, Extractor
 from datalayer.selector import EVERYTHING, Selector
 
@@ -16,9 +16,9 @@ from datalayer.selector import EVERYTHING, Selector
 class CollectorSettings:
     """How often and how patiently endpoints are polled; defaults follow upstream."""
 
-    interval: Duration = Duration(0.05)
-    timeout: Duration = Duration(1.0)
-    staleness_threshold: Duration = Duration(2.0)
+    interval: Duration = 0.05
+    timeout: Duration = 1.0
+    staleness_threshold: Duration = 2.0
 
 
 @dataclass(eq=False)  # identity: bindings are keys of the collector's bookkeeping

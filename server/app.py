@@ -8,13 +8,13 @@ awaited here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import logging
 import socket
 from dataclasses import dataclass, field
 
 import grpc
+import msgspec
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -156,7 +156,7 @@ class DataLayerApp:
         if settings is None or settings.mode != "sharded":
             return
         if self.options.cluster_peers is not None:
-            settings = dataclasses.replace(settings, peers=self.options.cluster_peers)
+            settings = msgspec.structs.replace(settings, peers=self.options.cluster_peers)
         me = self.options.cluster_self or settings.resolve_self(self.options.grpc_port)
         if (
             self.options.grpc_port == 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -13,8 +15,8 @@ from pathlib import Path
 from console import add_commands as add_console_commands
 from datalayer.config import ConfigError, DataLayerConfig, load_config_file
 from datalayer.credentials import TOKEN_ENV, load_token
-from datalayer.params import describe_fields
-from datalayer.plugin import DataSource, Discovery, Extractor
+from datalayer.parameters import json_schema, render
+from datalayer.plugin import DataSource, Discovery, Extractor, Plugin
 from datalayer.registry import Registry, default_registry, plugin_kind
 from server.app import DataLayerApp, ListenError, ServeOptions
 from server.observability import setup_logging
@@ -88,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_cmd_validate, log_level="warning")
 
     plugins = sub.add_parser("plugins", allow_abbrev=False, help="list the registered plugin types")
+    plugins.add_argument(
+        "--json",
+        action="store_true",
+        help="print {type: {kind, description, inputType|outputType, parametersSchema}}",
+    )
     plugins.set_defaults(handler=_cmd_plugins, log_level="warning")
 
     add_console_commands(sub)
@@ -158,19 +165,51 @@ def _discovery_name(config: DataLayerConfig) -> str:
     return ", ".join(repr(d.name) for d in config.discoveries)
 
 
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    for cls in default_registry():
-        kind = plugin_kind(cls)
-        flow = ""
+def plugin_catalogue(registry: Registry) -> dict[str, dict[str, object]]:
+    """Every registered type: its kind, description, payload type and parameters' JSON Schema."""
+    catalogue: dict[str, dict[str, object]] = {}
+    for cls in registry:
+        entry: dict[str, object] = {"kind": plugin_kind(cls), "description": cls.description}
         if issubclass(cls, DataSource):
-            flow = f"  produces {cls.output_type.__name__}"
+            entry["outputType"] = cls.output_type.__name__
         elif issubclass(cls, Extractor):
-            flow = f"  takes {cls.input_type.__name__}"
-        print(f"{cls.type_name}  [{kind}]{flow}")
-        if cls.description:
-            print(f"    {cls.description}")
-        for name, type_text, default in describe_fields(cls.Parameters):
-            print(f"    {name}: {type_text} = {default}")
+            entry["inputType"] = cls.input_type.__name__
+        entry["parametersSchema"] = json_schema(cls.Parameters)
+        catalogue[cls.type_name] = entry
+    return catalogue
+
+
+def _describe_plugin(cls: type[Plugin]) -> list[str]:
+    flow = ""
+    if issubclass(cls, DataSource):
+        flow = f"  produces {cls.output_type.__name__}"
+    elif issubclass(cls, Extractor):
+        flow = f"  takes {cls.input_type.__name__}"
+    lines = [f"{cls.type_name}  [{plugin_kind(cls)}]{flow}"]
+    if cls.description:
+        lines.append(f"    {cls.description}")
+    return lines + render(cls.Parameters)
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.json:
+        text = json.dumps(plugin_catalogue(registry), indent=2) + "\n"
+    else:
+        text = "".join(line + "\n" for cls in registry for line in _describe_plugin(cls))
+    return _emit(text)
+
+
+def _emit(text: str) -> int:
+    """Print `text`; a reader that leaves early (`datalayer plugins | head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from datalayer.client import DataLayerClient
+from datalayer.registry import default_registry
 
 from stack import eventually
 
@@ -59,6 +61,41 @@ def test_plugins_lists_types_from_their_declarations() -> None:
     assert "core-metrics-extractor  [extractor]  takes MetricSamples" in result.stdout
     assert "file-discovery  [discovery]" in result.stdout
     assert "    maxBodyBytes: int = 16777216" in result.stdout
+    # The listing is rendered from each type's JSON Schema: bounds and nested models show.
+    assert "    port: int | null = None  (1..65535)" in result.stdout
+    assert "    EngineConfig:\n        name: str = required\n" in result.stdout
+
+
+def test_plugins_json_gives_every_registered_type_a_schema() -> None:
+    result = run("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    catalogue = json.loads(result.stdout)
+    assert sorted(catalogue) == default_registry().names()
+    for entry in catalogue.values():
+        assert entry["kind"] in ("source", "extractor", "discovery")
+        schema = entry["parametersSchema"]
+        definition = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+        assert definition["type"] == "object"
+        assert definition["additionalProperties"] is False  # unknown keys are refused
+    metrics = catalogue["metrics-data-source"]
+    assert metrics["outputType"] == "MetricSamples"
+    port = metrics["parametersSchema"]["$defs"]["MetricsSourceParameters"]["properties"]["port"]
+    assert {"type": "integer", "minimum": 1, "maximum": 65535} in port["anyOf"]
+    assert catalogue["core-metrics-extractor"]["inputType"] == "MetricSamples"
+
+
+def test_plugins_into_a_reader_that_left_is_not_an_error() -> None:
+    # `datalayer plugins | head`: the read end is closed before the command writes a byte.
+    process = subprocess.Popen(
+        [DATALAYER, "plugins"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0, stderr
+    assert "BrokenPipeError" not in stderr
+    assert stderr == ""
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str, timeout: float = 20) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from datalayer.collector import Collector
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import Duration
+from datalayer.parameters import Duration
 from datalayer.plugin import Extractor, PollingDataSource
 from datalayer.store import EndpointStore
 from datalayer.wiring import CollectorSettings, SourceBinding

@@ -5,9 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from datalayer.config import ConfigError, load_config_file, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.parameters import Parameters
 from datalayer.plugin import Extractor
 from datalayer.registry import Registry, default_registry
 
@@ -37,8 +39,7 @@ dataLayer:
 """
 
 
-@dataclass
-class _NoParams:
+class _NoParams(Parameters):
     pass
 
 
@@ -200,6 +201,42 @@ def expect_error(text: str, registry: Registry, path: str, fragment: str, line: 
             "required field is missing",
             13,  # the deepest node that exists: `dataLayer:`
         ),
+        (
+            "    path: /metrics",
+            "    path: /metrics\n    port: 70000",
+            "plugins[0].parameters.port",
+            "must be 1..65535, got 70000",
+            8,
+        ),
+        (
+            "    path: /metrics",
+            "    path: /metrics\n    maxBodyBytes: '1MB'",
+            "plugins[0].parameters.maxBodyBytes",
+            "expected an integer, got str '1MB'",
+            8,
+        ),
+        (
+            "  stalenessThreshold: 3s",
+            "  stalenesThreshold: 3s",
+            "dataLayer.stalenesThreshold",
+            "unknown field (known fields: discovery, interval, sources, stalenessThreshold, "
+            "timeout)",
+            15,
+        ),
+        (
+            "    - pluginRef: core-metrics-extractor",
+            "    - {pluginRef: core-metrics-extractor, name: x}",
+            "dataLayer.sources[0].extractors[0].name",
+            "unknown field (known fields: pluginRef)",
+            20,
+        ),
+        (
+            "    path: endpoints.yaml",
+            "    path: endpoints.yaml\n    pollInterval: 0s",
+            "plugins[2].parameters.pollInterval",
+            "must be greater than zero",
+            13,
+        ),
     ],
 )
 def test_each_error_names_file_line_path_and_problem(
@@ -207,6 +244,32 @@ def test_each_error_names_file_line_path_and_problem(
 ) -> None:
     assert old in GOOD
     expect_error(GOOD.replace(old, new), registry, path, fragment, line)
+
+
+def test_the_document_is_parsed_once(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One pass builds the nodes (line marks for errors) and the data from them.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the YAML text was parsed a second time")
+
+    monkeypatch.setattr(yaml, "compose", refuse)
+    monkeypatch.setattr(yaml, "safe_load", refuse)
+    monkeypatch.setattr(yaml, "load", refuse)
+    assert load(GOOD, registry).discovery.name == "pods"
+    expect_error(GOOD.replace("kind: DataLayerConfig", "kind: x\ncolour: red"), registry,
+                 "colour", "unknown field", 3)  # fmt: skip
+
+
+def test_a_plugin_without_a_parameters_model_is_refused_at_registration() -> None:
+    @dataclass
+    class Old:
+        key: str = "load"
+
+    class OldExtractor(DictExtractor):
+        type_name = "old-extractor"
+        Parameters = Old  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"Parameters must subclass datalayer.parameters"):
+        Registry().register(OldExtractor)
 
 
 def test_source_extractor_type_mismatch(registry: Registry) -> None:

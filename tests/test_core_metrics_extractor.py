@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from datalayer.plugin import ParameterError
 from plugins.extractors.core_metrics.extractor import (
     BUILTIN_ENGINES,
@@ -338,7 +338,7 @@ def test_new_engine_with_label_spec_and_custom_cache_labels() -> None:
 
 
 def test_parameters_decode_from_camel_case_yaml() -> None:
-    params = decode_dataclass(
+    params = decode(
         CoreMetricsParameters,
         {
             "engineLabelKey": "engine",

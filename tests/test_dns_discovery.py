@@ -12,7 +12,7 @@ import dns.rrset
 import pytest
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.parameters import Duration
 from datalayer.plugin import ParameterError
 from plugins.discovery.dns.discovery import (
     DnsDiscovery,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.parameters import Duration
 from plugins.discovery.file.discovery import (
     EndpointsFileError,
     FileDiscovery,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from mockpod.spec import PodSpec
 from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
@@ -30,7 +30,7 @@ POD = EndpointSpec("pod-a", "10.0.0.1", 8000, namespace="ns1")
 
 def make(tmp_path: Path, **params: Any) -> FileDataSource:
     params.setdefault("pathTemplate", f"{tmp_path}/{{namespace}}/{{name}}.json")
-    source = FileDataSource("files", decode_dataclass(FileSourceParameters, params, "parameters"))
+    source = FileDataSource("files", decode(FileSourceParameters, params, "parameters"))
     source.start([])
     return source
 
@@ -49,7 +49,7 @@ async def test_json_status_file_by_namespace_and_name(tmp_path: Path) -> None:
 async def test_prometheus_textfile_is_scanned_for_the_extractors_names(tmp_path: Path) -> None:
     write(tmp_path / "pod-a.prom", "load 4\nother 9\n")
     params = {"pathTemplate": f"{tmp_path}/{{name}}.prom", "format": "prometheus"}
-    source = FileDataSource("files", decode_dataclass(FileSourceParameters, params))
+    source = FileDataSource("files", decode(FileSourceParameters, params))
     load = PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
     source.start([load])
     payload = await source.poll(POD)
@@ -99,7 +99,7 @@ async def test_a_textfile_that_is_not_an_exposition_is_a_failed_read(
     """The exposition check runs on the file path too, not only in metrics-data-source."""
     write(tmp_path / "pod-a.prom", content)
     params = {"pathTemplate": f"{tmp_path}/{{name}}.prom", "format": "prometheus"}
-    source = FileDataSource("files", decode_dataclass(FileSourceParameters, params))
+    source = FileDataSource("files", decode(FileSourceParameters, params))
     source.start(
         [PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))]
     )

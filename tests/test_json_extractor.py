@@ -8,7 +8,7 @@ import pytest
 
 from datalayer.config import ConfigError, load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from datalayer.registry import default_registry
 from plugins.extractors.json import JsonExtractor, JsonExtractorParameters
 from plugins.shared.payloads import JsonDocument, PayloadError
@@ -29,7 +29,7 @@ DOC = {
 
 
 def extractor(*fields: dict[str, Any]) -> JsonExtractor:
-    params = decode_dataclass(JsonExtractorParameters, {"fields": list(fields)})
+    params = decode(JsonExtractorParameters, {"fields": list(fields)})
     return JsonExtractor("json-extractor", params)
 
 

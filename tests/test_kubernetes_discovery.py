@@ -18,8 +18,7 @@ import pytest
 from lightkube.resources.core_v1 import Pod
 
 from datalayer.model import EndpointSpec
-from datalayer.params import DecodeError, Duration, decode_dataclass
-from datalayer.plugin import ParameterError
+from datalayer.parameters import Duration, ParameterError, decode
 from plugins.discovery.kubernetes import KubernetesDiscoveryParameters, KubernetesPodDiscovery
 from plugins.discovery.kubernetes.pods import pod_endpoints
 from plugins.discovery.kubernetes.reflector import Backoff
@@ -362,7 +361,7 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
 
 
 def test_parameters_decode_from_camel_case_yaml() -> None:
-    params = decode_dataclass(
+    params = decode(
         KubernetesDiscoveryParameters,
         {
             "namespace": "llm",
@@ -379,8 +378,8 @@ def test_parameters_decode_from_camel_case_yaml() -> None:
         [8000, 8001], "llm", "app=vllm", "~/.kube/config", 0.1, 5.0, 60.0, 2.0
     )
     KubernetesPodDiscovery("k", params)  # valid, and no I/O happens here
-    with pytest.raises(DecodeError, match="targetPorts: required field is missing"):
-        decode_dataclass(KubernetesDiscoveryParameters, {"namespace": "x"})
+    with pytest.raises(ParameterError, match="targetPorts: required field is missing"):
+        decode(KubernetesDiscoveryParameters, {"namespace": "x"})
 
 
 @pytest.mark.parametrize(

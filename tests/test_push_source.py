@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from datalayer.model import EndpointSpec
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from mockpod.spec import PodSpec
 from plugins.extractors.prometheus_metric.extractor import (
     PrometheusMetricExtractor,
@@ -50,7 +50,7 @@ async def running() -> AsyncIterator[Running]:
 
     async def start(sink: Sink, **params: Any) -> tuple[HttpPushDataSource, str]:
         params.setdefault("port", 0)
-        source = HttpPushDataSource("push", decode_dataclass(PushSourceParameters, params))
+        source = HttpPushDataSource("push", decode(PushSourceParameters, params))
         load = PrometheusMetricExtractor("load", PrometheusMetricParameters(metric_name="load"))
         source.start([load])
         source.update_endpoints({"pod-a": POD_A})

@@ -17,7 +17,7 @@ from test_collector import CountExtractor, ScriptedSource, make, spec, until
 from datalayer.collector import Collector, spec_problem, staleness_window
 from datalayer.config import load_config_text
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import Duration
+from datalayer.parameters import Duration
 from datalayer.plugin import Extractor
 from datalayer.registry import default_registry
 from datalayer.store import EndpointStore

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.params import decode_dataclass
+from datalayer.parameters import decode
 from mockpod.spec import PodSpec
 from plugins.extractors.core_metrics.extractor import CoreMetricsExtractor, CoreMetricsParameters
 from plugins.shared.http.aio import PollError
@@ -84,9 +84,7 @@ async def server(sock_dir: Path) -> AsyncIterator[SocketServer]:
 
 async def started(sock_dir: Path, **params: Any) -> UnixSocketDataSource:
     params.setdefault("socketPath", f"{sock_dir}/{{name}}.sock")
-    source = UnixSocketDataSource(
-        "uds", decode_dataclass(UnixSocketSourceParameters, params, "parameters")
-    )
+    source = UnixSocketDataSource("uds", decode(UnixSocketSourceParameters, params, "parameters"))
     source.start([CoreMetricsExtractor("core", CoreMetricsParameters())])
     return source
 

@@ -13,24 +13,24 @@ Kept apart from the collector's settings: a group changes who collects, not how.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Literal
 
-from datalayer.params import Duration
+import msgspec
+
+from datalayer.parameters import Duration, Parameters
 
 
-@dataclass
-class ClusterSettings:
-    self_address: str | None = field(default=None, metadata={"yaml": "self"})
-    peers: list[str] = field(default_factory=list)
-    peers_dns: str | None = field(default=None, metadata={"yaml": "peersDNS"})
+class ClusterSettings(Parameters):
+    self_address: str | None = msgspec.field(default=None, name="self")
+    peers: list[str] = []
+    peers_dns: str | None = msgspec.field(default=None, name="peersDNS")
     #: DNS servers (`ip` or `ip:port`) to resolve `peersDNS` with; empty: the system's.
-    dns_servers: list[str] = field(default_factory=list, metadata={"yaml": "dnsServers"})
+    dns_servers: list[str] = []
     mode: Literal["sharded", "full"] = "sharded"
     #: How long a peer may be unreachable before it leaves; None: the staleness threshold.
     grace: Duration | None = None
     #: How often `peersDNS` is resolved again.
-    dns_refresh: Duration = field(default=Duration(1.0), metadata={"yaml": "dnsRefresh"})
+    dns_refresh: Duration = 1.0
 
     def problem(self) -> tuple[str, str] | None:
         """(path below `cluster`, why) for a section that cannot work, else None."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from datalayer.client import DataLayerClient, metric
-from datalayer.params import parse_duration
+from datalayer.parameters import parse_duration
 from datalayer.v1 import datalayer_pb2 as pb
 
 MINIMIZE = "minimize"

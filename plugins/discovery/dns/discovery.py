@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass, field
 from typing import Literal
 
 import dns.asyncresolver
@@ -24,7 +23,7 @@ import dns.exception
 import dns.resolver
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
+from datalayer.parameters import Duration, NonEmptyStr, Parameters, Port, PositiveDuration
 from datalayer.plugin import Discovery, DiscoverySink, ParameterError
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,18 @@ class ResolveError(Exception):
     """No answer could be obtained; the last good set stays."""
 
 
-@dataclass
-class DnsDiscoveryParameters:
-    hostname: str
-    port: int
-    refresh_interval: Duration = Duration(5.0)
+class DnsDiscoveryParameters(Parameters):
+    hostname: NonEmptyStr
+    port: Port
+    refresh_interval: PositiveDuration = 5.0
     #: Endpoint names are `<namePrefix>-<address>`; the host name by default.
     name_prefix: str | None = None
     namespace: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = {}
     family: Family = "any"
     #: `ip` or `ip:port` of DNS servers to ask; empty uses the system resolver.
-    nameservers: list[str] = field(default_factory=list)
-    timeout: Duration = Duration(2.0)
+    nameservers: list[str] = []
+    timeout: Duration = 2.0
 
 
 def endpoint_name(prefix: str, address: str) -> str:
@@ -63,12 +61,6 @@ class DnsDiscovery(Discovery):
 
     def __init__(self, name: str, params: DnsDiscoveryParameters) -> None:
         super().__init__(name, params)
-        if not params.hostname:
-            raise ParameterError("hostname", "must not be empty")
-        if not 0 < params.port < 65536:
-            raise ParameterError("port", f"must be 1..65535, got {params.port}")
-        if params.refresh_interval <= 0:
-            raise ParameterError("refreshInterval", "must be greater than zero")
         self.params: DnsDiscoveryParameters = params
         self._servers = [
             _parse_server(text, f"nameservers[{i}]") for i, text in enumerate(params.nameservers)

@@ -23,39 +23,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import yaml
 
 from datalayer.model import EndpointSpec
-from datalayer.params import DecodeError, Duration, FilePath, decode_dataclass
+from datalayer.parameters import (
+    FilePath,
+    NonEmptyStr,
+    Parameters,
+    Port,
+    PositiveDuration,
+    PositiveInt,
+    decode,
+)
 from datalayer.plugin import Discovery, DiscoverySink, ParameterError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FileDiscoveryParameters:
-    path: FilePath
+class FileDiscoveryParameters(Parameters):
+    path: Annotated[FilePath, msgspec.Meta(min_length=1)]
     watch_file: bool = True
     #: How often the file's metadata is checked for a change.
-    poll_interval: Duration = Duration(1.0)
-    max_bytes: int = 4 * 1024 * 1024
+    poll_interval: PositiveDuration = 1.0
+    max_bytes: PositiveInt = 4 * 1024 * 1024
 
 
-@dataclass
-class _EndpointEntry:
-    name: str
-    address: str
-    port: int
+class _EndpointEntry(Parameters):
+    name: NonEmptyStr
+    address: NonEmptyStr
+    port: Port
     namespace: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = {}
 
 
-@dataclass
-class _EndpointsFile:
-    endpoints: list[_EndpointEntry] = field(default_factory=list)
+class _EndpointsFile(Parameters):
+    endpoints: list[_EndpointEntry] = []
 
 
 class EndpointsFileError(ValueError):
@@ -74,21 +80,15 @@ def read_endpoints_file(path: Path, max_bytes: int) -> list[EndpointSpec]:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise EndpointsFileError(f"{path}: invalid YAML: {exc}") from None
     try:
-        document: _EndpointsFile = decode_dataclass(_EndpointsFile, data)
-    except DecodeError as exc:
+        document = decode(_EndpointsFile, data)
+    except ParameterError as exc:
         raise EndpointsFileError(f"{path}: {exc}") from None
     specs: list[EndpointSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(document.endpoints):
         where = f"{path}: endpoints[{i}]"
-        if not entry.name:
-            raise EndpointsFileError(f"{where}.name: must not be empty")
         if entry.name in seen:
             raise EndpointsFileError(f"{where}.name: duplicate endpoint name {entry.name!r}")
-        if not 0 < entry.port < 65536:
-            raise EndpointsFileError(f"{where}.port: must be 1..65535, got {entry.port}")
-        if not entry.address:
-            raise EndpointsFileError(f"{where}.address: must not be empty")
         seen.add(entry.name)
         specs.append(
             EndpointSpec(entry.name, entry.address, entry.port, entry.namespace, entry.labels)
@@ -111,10 +111,6 @@ class FileDiscovery(Discovery):
 
     def __init__(self, name: str, params: FileDiscoveryParameters) -> None:
         super().__init__(name, params)
-        if not params.path:
-            raise ParameterError("path", "must not be empty")
-        if params.poll_interval <= 0:
-            raise ParameterError("pollInterval", "must be greater than zero")
         self.path = Path(params.path)
         self.params: FileDiscoveryParameters = params
         #: Problems worth a warning at load time (`validate` and `serve` print them).

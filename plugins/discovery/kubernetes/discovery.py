@@ -15,13 +15,14 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from typing import Annotated
 
 import httpx2
+import msgspec
 from lightkube import AsyncClient, KubeConfig, operators
 from lightkube.core.client import LabelSelector
 
-from datalayer.params import Duration
+from datalayer.parameters import Parameters, Port, PositiveDuration
 from datalayer.plugin import Discovery, DiscoverySink, ParameterError
 from datalayer.selector import Selector, SelectorError, parse_selector
 from plugins.discovery.kubernetes.pods import EndpointTracker
@@ -30,24 +31,39 @@ from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, descri
 log = logging.getLogger(__name__)
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NOT_A_NAMESPACE = "is not a namespace name (RFC 1123 label)"
 
 
-@dataclass
-class KubernetesDiscoveryParameters:
+class KubernetesDiscoveryParameters(Parameters):
     #: Endpoint i of a pod uses targetPorts[i] and is named `<pod>-rank-<i>`.
-    target_ports: list[int]
-    namespace: str = "default"
+    target_ports: Annotated[
+        list[Port], msgspec.Meta(min_length=1, extra={"error": "must list at least one port"})
+    ]
+    namespace: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=63, pattern=f"^{_NAMESPACE.pattern}$", extra={"error": _NOT_A_NAMESPACE}
+        ),
+    ] = "default"
     #: Kubernetes syntax (`app=vllm,tier in (a,b)`), evaluated by the API server.
     label_selector: str = ""
     #: A kubeconfig file; unset: in-cluster config, else $KUBECONFIG, else ~/.kube/config.
-    kubeconfig: str | None = None
+    kubeconfig: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1, extra={"error": "must not be empty (omit it for the default)"}
+            ),
+        ]
+        | None
+    ) = None
     #: First delay before retrying a failed list or watch; doubles up to backoffMax.
-    backoff_initial: Duration = Duration(0.5)
-    backoff_max: Duration = Duration(30.0)
+    backoff_initial: PositiveDuration = 0.5
+    backoff_max: PositiveDuration = 30.0
     #: A watch is closed and resumed after this long, so a dead connection is noticed.
-    watch_timeout: Duration = Duration(300.0)
+    watch_timeout: PositiveDuration = 300.0
     #: Connect/read timeout of each API request (a watch has no read timeout).
-    request_timeout: Duration = Duration(10.0)
+    request_timeout: PositiveDuration = 10.0
 
 
 def label_selector_for_lightkube(selector: Selector) -> LabelSelector | None:
@@ -79,17 +95,9 @@ class KubernetesPodDiscovery(Discovery):
 
     def __init__(self, name: str, params: KubernetesDiscoveryParameters) -> None:
         super().__init__(name, params)
-        if not params.target_ports:
-            raise ParameterError("targetPorts", "must list at least one port")
         for i, port in enumerate(params.target_ports):
-            if not 0 < port < 65536:
-                raise ParameterError(f"targetPorts[{i}]", f"must be 1..65535, got {port}")
             if port in params.target_ports[:i]:
                 raise ParameterError(f"targetPorts[{i}]", f"duplicate port {port}")
-        if len(params.namespace) > 63 or not _NAMESPACE.fullmatch(params.namespace):
-            raise ParameterError(
-                "namespace", f"{params.namespace!r} is not a namespace name (RFC 1123 label)"
-            )
         try:
             selector = parse_selector(params.label_selector)
         except SelectorError as exc:
@@ -100,16 +108,8 @@ class KubernetesPodDiscovery(Discovery):
             raise ParameterError(
                 "labelSelector", f"key {repeated[0]!r} appears twice; use one requirement per key"
             )
-        if params.kubeconfig is not None and not params.kubeconfig:
-            raise ParameterError("kubeconfig", "must not be empty (omit it for the default)")
-        if params.backoff_initial <= 0:
-            raise ParameterError("backoffInitial", "must be greater than zero")
         if params.backoff_max < params.backoff_initial:
             raise ParameterError("backoffMax", "must not be less than backoffInitial")
-        if params.watch_timeout <= 0:
-            raise ParameterError("watchTimeout", "must be greater than zero")
-        if params.request_timeout <= 0:
-            raise ParameterError("requestTimeout", "must be greater than zero")
         self.params: KubernetesDiscoveryParameters = params
         self.labels = label_selector_for_lightkube(selector)
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
 from datalayer.model import MAX_LIST_ITEMS, EndpointSpec, EndpointUpdate
+from datalayer.parameters import NonEmptyStr, Parameters
 from datalayer.plugin import Extractor, ParameterError
 from plugins.shared.prometheus.custom import read_custom
 from plugins.shared.prometheus.samples import MetricSamples, Sample
@@ -49,17 +50,15 @@ RESERVED_ENGINE_NAME: Final = "default"
 _LORA_FIELDS: Final = ("active_models", "waiting_models", "max_active_models")
 
 
-@dataclass
-class CustomMetricConfig:
+class CustomMetricConfig(Parameters):
     """One `customMetrics[]` entry: a metric stored in `metrics.custom[attributeKey]`."""
 
-    attribute_key: str
+    attribute_key: NonEmptyStr
     metric_spec: str
     optional: bool = False
 
 
-@dataclass
-class EngineConfig:
+class EngineConfig(Parameters):
     """One `engineConfigs[]` entry. For a built-in engine, an unset (None) field keeps the
     built-in spec and an empty string disables it; for a new engine, unset means disabled."""
 
@@ -78,13 +77,12 @@ class EngineConfig:
     custom_metrics: list[CustomMetricConfig] | None = None
 
 
-@dataclass
-class CoreMetricsParameters:
+class CoreMetricsParameters(Parameters):
     """`parameters` of `core-metrics-extractor` (YAML keys are the camelCase forms)."""
 
-    engine_label_key: str = "llm-d.ai/engine-type"
+    engine_label_key: NonEmptyStr = "llm-d.ai/engine-type"
     default_engine: str = "vllm"
-    engine_configs: list[EngineConfig] = field(default_factory=list)
+    engine_configs: list[EngineConfig] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +211,6 @@ def build_engines(params: CoreMetricsParameters) -> dict[str, EngineMapping]:
         raise ParameterError(
             "defaultEngine", f"unknown engine {params.default_engine!r} (known: {known})"
         )
-    if not params.engine_label_key:
-        raise ParameterError("engineLabelKey", "must not be empty")
     return engines
 
 
@@ -246,8 +242,6 @@ def _custom_metrics(
     seen: set[str] = set()
     out = []
     for index, entry in enumerate(entries):
-        if not entry.attribute_key:
-            raise ParameterError(f"{where}[{index}].attributeKey", "must not be empty")
         if entry.attribute_key in seen:
             raise ParameterError(
                 f"{where}[{index}].attributeKey", f"duplicate key {entry.attribute_key!r}"

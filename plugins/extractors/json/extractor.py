@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.parameters import NonEmptyStr, Parameters
 from datalayer.plugin import Extractor, ParameterError
 from plugins.extractors.json.paths import Absent, WrongShape, lookup, parse_path
 from plugins.shared.payloads import JsonDocument
 
 
-@dataclass
-class JsonFieldParameters:
+class JsonFieldParameters(Parameters):
     #: Dotted path into the document; digit segments index arrays (`engines.0.waiting`).
     path: str
     #: The key in `metrics.custom`; defaults to the path.
-    key: str | None = None
+    key: NonEmptyStr | None = None
     #: When true, an absent value (missing key or index, or null) is not an error.
     optional: bool = False
 
 
-@dataclass
-class JsonExtractorParameters:
-    fields: list[JsonFieldParameters]
+class JsonExtractorParameters(Parameters):
+    fields: Annotated[
+        list[JsonFieldParameters],
+        msgspec.Meta(min_length=1, extra={"error": "name at least one field"}),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +53,6 @@ class JsonExtractor(Extractor):
 
     def __init__(self, name: str, params: JsonExtractorParameters) -> None:
         super().__init__(name, params)
-        if not params.fields:
-            raise ParameterError("fields", "name at least one field")
         self.fields: list[_Field] = []
         keys: set[str] = set()
         for i, spec in enumerate(params.fields):

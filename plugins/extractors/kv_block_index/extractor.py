@@ -10,11 +10,13 @@ an operator can see an endpoint whose index view is incomplete.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Annotated, Final
+
+import msgspec
 
 from datalayer.model import EndpointSpec, EndpointUpdate
-from datalayer.plugin import Extractor, ParameterError
+from datalayer.parameters import Parameters
+from datalayer.plugin import Extractor
 from plugins.extractors.kv_block_index.index import PrefixIndex
 from plugins.sources.kv_events.payload import KvEventsPayload
 
@@ -22,14 +24,13 @@ ATTRIBUTE: Final = "kv-block-index"
 MAX_CAPACITY: Final = 1_000_000_000
 
 
-@dataclass
-class KvBlockIndexParameters:
+class KvBlockIndexParameters(Parameters):
     #: Tokens per index block; independent of the engines' block size.
-    block_size: int = 16
+    block_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
     #: Seeds every chain's root (with the model or LoRA name).
     hash_seed: str = ""
     #: Keys kept per medium; the least recently stored go first beyond it.
-    capacity: int = 10_000_000
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=MAX_CAPACITY)] = 10_000_000
     #: The model for events whose topic names none and that carry no LoRA name.
     default_model: str = ""
 
@@ -44,10 +45,6 @@ class KvBlockIndexExtractor(Extractor):
 
     def __init__(self, name: str, params: KvBlockIndexParameters) -> None:
         super().__init__(name, params)
-        if not 0 < params.block_size <= 4096:
-            raise ParameterError("blockSize", f"must be 1..4096, got {params.block_size}")
-        if not 0 < params.capacity <= MAX_CAPACITY:
-            raise ParameterError("capacity", f"must be 1..{MAX_CAPACITY}, got {params.capacity}")
         self.index = PrefixIndex(params.block_size, params.capacity, params.hash_seed)
         self.default_model = params.default_model
 

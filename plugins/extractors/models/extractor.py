@@ -3,19 +3,18 @@ owned_by}` (upstream's ModelInfo fields; a field the server did not send is null
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.parameters import Parameters
 from datalayer.plugin import Extractor
 from plugins.sources.models.source import ModelsList
 
 ATTRIBUTE_KEY = "/v1/models"
 
 
-@dataclass
-class ModelsExtractorParameters:
-    pass
+class ModelsExtractorParameters(Parameters):
+    """No parameters."""
 
 
 class ModelsDataExtractor(Extractor):

@@ -8,24 +8,23 @@ the page can be used this way without code: name it in the YAML.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.parameters import NonEmptyStr, Parameters
 from datalayer.plugin import Extractor, ParameterError
 from plugins.shared.prometheus.custom import read_custom
 from plugins.shared.prometheus.samples import MetricSamples
 from plugins.shared.prometheus.spec import MetricSpec
 
 
-@dataclass
-class PrometheusMetricParameters:
+class PrometheusMetricParameters(Parameters):
     #: The sample name, e.g. `vllm:num_preemptions_total`; or give `spec` instead.
     metric_name: str | None = None
     #: A spec with exact-match labels, e.g. `vllm:request_success_total{finished_reason="stop"}`.
     spec: str | None = None
     #: The key in `metrics.custom`; defaults to the metric name.
-    key: str | None = None
+    key: NonEmptyStr | None = None
     #: When true, a missing metric is not an error.
     optional: bool = False
 
@@ -49,8 +48,6 @@ class PrometheusMetricExtractor(Extractor):
             raise ParameterError(field, str(exc)) from None
         if params.metric_name is not None and self.spec.labels:
             raise ParameterError("metricName", "a name only: put label matchers in `spec`")
-        if params.key is not None and not params.key:
-            raise ParameterError("key", "must not be empty")
         self.key = params.key or self.spec.name
         self.optional = params.optional
 

@@ -5,9 +5,8 @@ A subclass declares its `type_name`, `Parameters` (a subclass of
 its payload (`decode`); fetching, URLs, TLS, caps and timeouts are the
 transport's. For example, a source of a JSON status page::
 
-    @dataclass
     class StatusParameters(HttpParameters):
-        path: str = "/status"
+        path: UrlPath = "/status"
 
     class StatusSource(HttpDataSource):
         type_name = "status-data-source"

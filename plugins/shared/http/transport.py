@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import aiohttp
 
 from datalayer.model import EndpointSpec, host_port
-from datalayer.params import Duration, FilePath
+from datalayer.parameters import Duration, FilePath, Parameters, Port, PositiveInt, UrlPath
 from datalayer.plugin import ParameterError
 from plugins.shared.http.aio import fetch_body, new_session
 from plugins.shared.http.fast import KeepAliveClient
@@ -30,17 +29,16 @@ from plugins.shared.http.tls import ClientTls, check_client_tls
 _T = TypeVar("_T")
 
 
-@dataclass
-class HttpParameters:
+class HttpParameters(Parameters):
     """The parameters every HTTP source shares (upstream's names, camelCase in YAML)."""
 
     scheme: Literal["http", "https"] = "http"
-    path: str = "/metrics"
+    path: UrlPath = "/metrics"
     #: Scrape this port instead of the endpoint's own (e.g. a metrics sidecar).
-    port: int | None = None
+    port: Port | None = None
     #: Per-request timeout inside the collector's poll timeout; unset = the collector's.
     timeout: Duration | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
     insecure_skip_verify: bool = False
     #: HTTPS: a PEM bundle of CAs to trust, and a client certificate and key (mTLS).
     ca_file: FilePath | None = None
@@ -52,7 +50,8 @@ class HttpParameters:
     client_key_path: FilePath | None = None
 
     def check(self) -> None:
-        """Raise ParameterError for a value no request could be built from."""
+        """Raise ParameterError for files that are not there or named twice (bounds are the
+        model's)."""
         for ours, theirs, a, b in (
             ("caFile", "caCertPath", self.ca_file, self.ca_cert_path),
             ("certFile", "clientCertPath", self.cert_file, self.client_cert_path),
@@ -60,12 +59,6 @@ class HttpParameters:
         ):
             if a is not None and b is not None:
                 raise ParameterError(theirs, f"{ours} and {theirs} name the same file: set one")
-        if not self.path.startswith("/"):
-            raise ParameterError("path", f"must start with '/', got {self.path!r}")
-        if self.port is not None and not 0 < self.port < 65536:
-            raise ParameterError("port", f"must be 1..65535, got {self.port}")
-        if self.max_body_bytes <= 0:
-            raise ParameterError("maxBodyBytes", "must be greater than zero")
         check_client_tls(self.tls)
 
     def url_for(self, endpoint: EndpointSpec) -> str:

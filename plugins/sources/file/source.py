@@ -20,11 +20,10 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration, FilePath
-from datalayer.plugin import Extractor, ParameterError, PollingDataSource
+from datalayer.parameters import FilePath, Parameters, PositiveDuration, PositiveInt
+from datalayer.plugin import Extractor, PollingDataSource
 from plugins.shared.payloads import (
     BodyDecoder,
     EndpointTemplate,
@@ -41,15 +40,14 @@ class FileReadError(Exception):
     """The status file could not be used; the message names the file and why."""
 
 
-@dataclass
-class FileSourceParameters:
+class FileSourceParameters(Parameters):
     #: The file, templated by endpoint: `{name}`, `{namespace}`, `{address}`, `{port}`.
     path_template: FilePath
     #: `json` (payload JsonDocument) or `prometheus` (payload MetricSamples).
     format: PayloadFormat = "json"
-    max_bytes: int = 1024 * 1024
+    max_bytes: PositiveInt = 1024 * 1024
     #: A file not modified for longer than this is an error (its writer has stopped).
-    max_age: Duration | None = None
+    max_age: PositiveDuration | None = None
 
 
 class FileDataSource(PayloadFormatMixin, PollingDataSource):
@@ -65,10 +63,6 @@ class FileDataSource(PayloadFormatMixin, PollingDataSource):
     def __init__(self, name: str, params: FileSourceParameters) -> None:
         super().__init__(name, params)
         self.template = EndpointTemplate(params.path_template, "pathTemplate")
-        if params.max_bytes <= 0:
-            raise ParameterError("maxBytes", "must be greater than zero")
-        if params.max_age is not None and params.max_age <= 0:
-            raise ParameterError("maxAge", "must be greater than zero")
         self.payload_format = params.format
         self._params = params
         #: Built at `start`, once the extractors (and so the names to scan for) are known.

@@ -30,7 +30,8 @@ import zmq
 import zmq.asyncio
 
 from datalayer.model import EndpointSpec
-from datalayer.plugin import Extractor, ParameterError, PayloadSink, PushDataSource
+from datalayer.parameters import Parameters, Port, PositiveInt
+from datalayer.plugin import Extractor, PayloadSink, PushDataSource
 from plugins.sources.kv_events.payload import (
     EndpointForgetter,
     KvEventsPayload,
@@ -54,18 +55,17 @@ REPLAY_TIMEOUT: Final = 1.0
 END_OF_REPLAY: Final = -1
 
 
-@dataclass
-class KvEventsSourceParameters:
+class KvEventsSourceParameters(Parameters):
     #: The publisher's port (vLLM's `endpoint`, tcp://*:5557); rank r listens on port + r.
-    port: int = 5557
+    port: Port = 5557
     #: Topics subscribed to (a prefix match): vLLM's default topics are `kv@<pod-ip>@<model>`.
     topic_filter: str = "kv@"
     #: The replay ROUTER's port (vLLM's `replay_endpoint`), for recovering gaps; none: record.
-    replay_port: int | None = None
+    replay_port: Port | None = None
     #: Whose events: both publish vLLM's wire format; recorded for listings and attributes.
     engine_type: Literal["vllm", "sglang"] = "vllm"
     #: Larger messages are dropped by ZMQ itself (and the connection reset), never buffered.
-    max_message_bytes: int = MAX_PAYLOAD_BYTES
+    max_message_bytes: PositiveInt = MAX_PAYLOAD_BYTES
     #: The model when a topic names none (a topic without `@<model>`).
     default_model: str = ""
 
@@ -92,11 +92,6 @@ class KvEventsDataSource(PushDataSource):
 
     def __init__(self, name: str, params: KvEventsSourceParameters) -> None:
         super().__init__(name, params)
-        for label, port in (("port", params.port), ("replayPort", params.replay_port)):
-            if port is not None and not 0 < port < 65536:
-                raise ParameterError(label, f"must be 1..65535, got {port}")
-        if params.max_message_bytes <= 0:
-            raise ParameterError("maxMessageBytes", "must be greater than zero")
         self._params = params
         self._decoder = BatchDecoder(max_payload_bytes=params.max_message_bytes)
         self._context: zmq.asyncio.Context | None = None

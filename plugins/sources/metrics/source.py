@@ -12,7 +12,6 @@ so the exposition check and the scanner's caps are the same whatever the transpo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from datalayer.plugin import Extractor
@@ -24,7 +23,6 @@ from plugins.shared.payloads.json_document import PayloadError
 from plugins.shared.prometheus.samples import MetricSamples
 
 
-@dataclass
 class MetricsSourceParameters(HttpParameters):
     #: `auto`: the httptools client for http, aiohttp for https; `aiohttp`: always aiohttp.
     http_client: Literal["auto", "aiohttp"] = "auto"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from datalayer.parameters import PositiveInt, UrlPath
 from plugins.shared.http.aio import PollError
 from plugins.shared.http.source import HttpDataSource
 from plugins.shared.http.transport import HttpParameters
@@ -17,10 +17,9 @@ class ModelsList(list[dict[str, Any]]):
     __slots__ = ()
 
 
-@dataclass
 class ModelsSourceParameters(HttpParameters):
-    path: str = "/v1/models"
-    max_body_bytes: int = 1024 * 1024
+    path: UrlPath = "/v1/models"
+    max_body_bytes: PositiveInt = 1024 * 1024
 
 
 class ModelsDataSource(HttpDataSource):

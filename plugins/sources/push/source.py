@@ -26,14 +26,14 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
+import msgspec
 from aiohttp import hdrs, web
 
 from datalayer.model import EndpointSpec
-from datalayer.params import FilePath
+from datalayer.parameters import FilePath, Parameters, PositiveInt
 from datalayer.plugin import Extractor, ParameterError, PayloadSink, PushDataSource
 from plugins.shared.payloads import (
     BodyDecoder,
@@ -56,15 +56,14 @@ UNSPECIFIED: Final = frozenset({"application/octet-stream"})
 SHUTDOWN_TIMEOUT: Final = 1.0
 
 
-@dataclass
-class PushSourceParameters:
+class PushSourceParameters(Parameters):
     #: The address to listen on; the default accepts pushes from this host only.
     host: str = "127.0.0.1"
     #: 0 picks a free port (tests); the bound one is the source's `port` attribute.
-    port: int = 9003
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9003
     #: What bodies hold: `json` (payload JsonDocument) or `prometheus` (MetricSamples).
     format: PayloadFormat = "json"
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: PositiveInt = 1024 * 1024
     #: A file holding a token pushers must send as `Authorization: Bearer <token>`.
     bearer_token_file: FilePath | None = None
 
@@ -81,10 +80,6 @@ class HttpPushDataSource(PayloadFormatMixin, PushDataSource):
 
     def __init__(self, name: str, params: PushSourceParameters) -> None:
         super().__init__(name, params)
-        if not 0 <= params.port < 65536:
-            raise ParameterError("port", f"must be 0..65535, got {params.port}")
-        if params.max_body_bytes <= 0:
-            raise ParameterError("maxBodyBytes", "must be greater than zero")
         self._token: str | None = None
         if params.bearer_token_file is not None:
             self._token = _read_token(params.bearer_token_file)

@@ -21,8 +21,8 @@ from typing import Final
 import aiohttp
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration, FilePath
-from datalayer.plugin import Extractor, ParameterError, PollingDataSource
+from datalayer.parameters import Duration, FilePath, Parameters, PositiveInt, UrlPath
+from datalayer.plugin import Extractor, PollingDataSource
 from plugins.shared.http.aio import PollError, fetch_body
 from plugins.shared.payloads import (
     BodyDecoder,
@@ -40,17 +40,16 @@ from plugins.shared.prometheus import MetricSamples
 IDLE_SECONDS: Final = 120.0
 
 
-@dataclass
-class UnixSocketSourceParameters:
+class UnixSocketSourceParameters(Parameters):
     #: The socket, templated by endpoint: `{name}`, `{namespace}`, `{address}`, `{port}`.
     socket_path: FilePath
     #: The HTTP path asked for over the socket; templated the same way.
-    path: str = "/metrics"
+    path: UrlPath = "/metrics"
     #: `prometheus` (payload MetricSamples) or `json` (payload JsonDocument).
     format: PayloadFormat = "prometheus"
     #: Per-request timeout inside the collector's poll timeout; unset = the collector's.
     timeout: Duration | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -73,10 +72,6 @@ class UnixSocketDataSource(PayloadFormatMixin, PollingDataSource):
         super().__init__(name, params)
         self.socket_template = EndpointTemplate(params.socket_path, "socketPath")
         self.path_template = EndpointTemplate(params.path, "path")
-        if not params.path.startswith("/"):
-            raise ParameterError("path", f"must start with '/', got {params.path!r}")
-        if params.max_body_bytes <= 0:
-            raise ParameterError("maxBodyBytes", "must be greater than zero")
         self.payload_format = params.format
         self._params = params
         #: Built at `start`, once the extractors (and so the names to scan for) are known.

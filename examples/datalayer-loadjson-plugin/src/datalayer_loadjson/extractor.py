@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from datalayer.model import EndpointSpec, EndpointUpdate
+from datalayer.parameters import Parameters
 from datalayer.plugin import Extractor
 from datalayer_loadjson.source import LoadReport
 
 
-@dataclass
-class LoadJsonExtractorParameters:
+class LoadJsonExtractorParameters(Parameters):
     #: Report members to copy into `metrics.custom`; empty copies every number.
-    keys: list[str] = field(default_factory=list)
+    keys: list[str] = []
     #: Prefix of the custom keys, so they cannot collide with other extractors' keys.
     prefix: str = "load."
     #: A member that also sets the typed `waiting_queue_size` (schedulers' queue scorer).

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
 from datalayer.model import EndpointSpec
-from datalayer.params import Duration
-from datalayer.plugin import Extractor, ParameterError, PollingDataSource
+from datalayer.parameters import Duration, Parameters, Port, PositiveInt, UrlPath
+from datalayer.plugin import Extractor, PollingDataSource
 
 
 class LoadReportError(Exception):
@@ -63,14 +62,15 @@ class LoadReport(Mapping[str, float]):
         return f"LoadReport({self._values!r})"
 
 
-@dataclass
-class LoadJsonSourceParameters:
+class LoadJsonSourceParameters(Parameters):
+    """Bounds are constraints on the fields: the service checks them when it loads the YAML."""
+
     scheme: Literal["http", "https"] = "http"
-    path: str = "/load"
+    path: UrlPath = "/load"
     #: Ask this port instead of the endpoint's own (e.g. a load-reporting sidecar).
-    port: int | None = None
+    port: Port | None = None
     timeout: Duration | None = None
-    max_body_bytes: int = 64 * 1024
+    max_body_bytes: PositiveInt = 64 * 1024
 
 
 class LoadJsonDataSource(PollingDataSource):
@@ -81,10 +81,6 @@ class LoadJsonDataSource(PollingDataSource):
 
     def __init__(self, name: str, params: LoadJsonSourceParameters) -> None:
         super().__init__(name, params)
-        if not params.path.startswith("/"):
-            raise ParameterError("path", f"must start with '/', got {params.path!r}")
-        if params.port is not None and not 0 < params.port < 65536:
-            raise ParameterError("port", f"must be 1..65535, got {params.port}")
         self._params = params
         self._session: aiohttp.ClientSession | None = None
 
