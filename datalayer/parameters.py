@@ -71,7 +71,8 @@ if TYPE_CHECKING:
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
-#: An HTTP path: starts with `/`.
+#: An HTTP path: starts with `/`. (A constraint's `extra={"error": ...}` is the message when it
+#: is broken: `must start with '/', got 'metrics'`, or where `{value!r}` says, if it does.)
 UrlPath = Annotated[str, msgspec.Meta(pattern="^/", extra={"error": "must start with '/'"})]
 
 
@@ -276,8 +277,9 @@ def _broken_constraint(declared: Any, found: Any) -> str:
         return f"expected one of {' | '.join(repr(a) for a in get_args(inner))}, got {found!r}"
     if meta is None:
         return f"invalid value {found!r}"
-    if meta.extra and "error" in meta.extra:
-        return f"{meta.extra['error']}, got {found!r}"
+    if meta.extra and "error" in meta.extra:  # the model's own words; `{value}`: the value
+        error = str(meta.extra["error"])
+        return error.format(value=found) if "{value" in error else f"{error}, got {found!r}"
     if meta.ge is not None and meta.le is not None:
         return f"must be {meta.ge}..{meta.le}, got {found!r}"
     if meta.gt == 0 and meta.lt is None and meta.le is None:

@@ -11,6 +11,7 @@ from datalayer.parameters import (
     FilePath,
     ParameterError,
     Parameters,
+    check,
     decode,
     describe,
     json_schema,
@@ -33,6 +34,7 @@ class Params(Parameters):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     path: Annotated[str, msgspec.Meta(pattern="^/", extra={"error": "must start with '/'"})] = "/"
     key: Annotated[str, msgspec.Meta(min_length=1)] = "k"
+    word: Annotated[str, msgspec.Meta(pattern="^[a-z]+$", extra={"error": "{value!r} has caps"})] = "a"
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
@@ -83,6 +85,7 @@ def test_camel_case_keys_and_nested_values() -> None:
         ({"port": "80"}, "p.port", "expected an integer or null, got str '80'"),
         ({"path": "metrics"}, "p.path", "must start with '/', got 'metrics'"),
         ({"key": ""}, "p.key", "must not be empty"),
+        ({"word": "Ab"}, "p.word", "'Ab' has caps"),
         ({"timeout": "soon"}, "p.timeout", "'soon' is not a duration"),
         ({"timeout": -1}, "p.timeout", "a duration must not be negative"),
         ({"timeout": True}, "p.timeout", "expected a duration, got boolean true"),
@@ -113,6 +116,15 @@ def test_errors_in_nested_models_and_cross_field_checks_keep_the_path() -> None:
     with pytest.raises(ParameterError) as info:
         decode(Outer, {"inner": [{"port": 0}]})
     assert info.value.field == "inner[0].port"
+
+
+def test_a_model_built_in_code_is_checked_like_a_decoded_one() -> None:
+    check(Params(port=80, timeout=0.5))
+    with pytest.raises(ParameterError) as info:
+        check(Params(port=0))
+    assert (info.value.field, info.value.message) == ("port", "must be 1..65535, got 0")
+    with pytest.raises(ParameterError, match="certFile and keyFile go together"):
+        Params(cert_file="c.pem")  # __post_init__ runs on construction too
 
 
 def test_relative_file_paths_resolve_against_the_base(tmp_path: Path) -> None:

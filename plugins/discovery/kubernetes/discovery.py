@@ -31,7 +31,7 @@ from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, descri
 log = logging.getLogger(__name__)
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_NOT_A_NAMESPACE = "is not a namespace name (RFC 1123 label)"
+_NOT_A_NAMESPACE = "{value!r} is not a namespace name (RFC 1123 label)"
 
 
 class KubernetesDiscoveryParameters(Parameters):
