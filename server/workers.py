@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import re
 import signal
@@ -35,6 +36,16 @@ log = logging.getLogger("datalayer.workers")
 #: A worker that dies is started again after this long.
 RESTART_DELAY = 1.0
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?( .*)$")
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the supervisor dies, however it dies (a
+    SIGKILL leaves it no chance to stop them), so no orphan keeps scraping."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,7 +166,9 @@ class Supervisor:
     async def _keep(self, worker: Worker, argv: list[str]) -> None:
         """Run the worker; start it again when it dies (not when we stop it)."""
         while True:
-            worker.process = await asyncio.create_subprocess_exec(*argv)
+            worker.process = await asyncio.create_subprocess_exec(
+                *argv, preexec_fn=_die_with_parent
+            )
             code = await worker.process.wait()
             if self._stopping:
                 return

@@ -64,6 +64,12 @@ async def scrape_rates(pods: Pods, window: float) -> dict[str, float]:
     return {name: (after[name] - before[name]) / polls for name in after}
 
 
+def outside(rates: dict[str, float]) -> dict[str, float]:
+    """Pods not scraped about once per interval: twice is double collection, none a gap.
+    (A stray scraper left by another run would show here too: ports get reused.)"""
+    return {name: rate for name, rate in rates.items() if not 0.6 <= rate <= 1.4}
+
+
 async def test_every_replica_serves_all_and_each_pod_has_one_owner(tmp_path: Path) -> None:
     async with pod_process(PODS) as pods, replica_group(tmp_path, pods, 3) as replicas:
         agreed = await wait_converged(replicas)
@@ -73,7 +79,7 @@ async def test_every_replica_serves_all_and_each_pod_has_one_owner(tmp_path: Pat
             assert 15 <= share <= 25, f"{target} owns {share} of {PODS}: {shares}"
         rates = await scrape_rates(pods, 10 * INTERVAL)
         # Collected once: about one scrape per interval, never two (a pod polled by two owners).
-        assert all(0.6 <= rate <= 1.4 for rate in rates.values()), rates
+        assert not outside(rates), outside(rates)
 
 
 async def test_kill_one_replica_survivors_take_over_and_it_rejoins(tmp_path: Path) -> None:
@@ -117,7 +123,7 @@ async def test_kill_one_replica_survivors_take_over_and_it_rejoins(tmp_path: Pat
             assert sum(shares.values()) == PODS, shares
             assert len(shares) == 2, shares
             rates = await scrape_rates(pods, 10 * INTERVAL)
-            assert all(0.6 <= rate <= 1.4 for rate in rates.values()), rates
+            assert not outside(rates), outside(rates)
 
             await victim.start()
             agreed = await wait_converged(replicas)
@@ -125,7 +131,7 @@ async def test_kill_one_replica_survivors_take_over_and_it_rejoins(tmp_path: Pat
             assert back == victims, "rendezvous gives the returning replica its old share"
             # Afterwards every pod is polled by one replica only: one scrape per interval.
             rates = await scrape_rates(pods, 10 * INTERVAL)
-            assert all(0.6 <= rate <= 1.4 for rate in rates.values()), rates
+            assert not outside(rates), outside(rates)
             assert lost == [], f"the survivor's watch lost {lost}"
             print(f"takeover after kill -9: {takeover:.2f}s")
         finally:
@@ -207,7 +213,7 @@ async def test_members_from_dns_a_replica_added_to_the_name_joins(tmp_path: Path
             assert set(shares) == {r.target for r in replicas}
             assert all(7 <= share <= 13 for share in shares.values()), shares
             rates = await scrape_rates(pods, 10 * INTERVAL)
-            assert all(0.6 <= rate <= 1.4 for rate in rates.values()), rates
+            assert not outside(rates), outside(rates)
     finally:
         await asyncio.gather(*(r.stop() for r in replicas))
         transport.close()
