@@ -39,7 +39,7 @@ import yaml
 
 from datalayer.cluster.settings import ClusterSettings
 from datalayer.epp_prefix import map_prefix_plugins
-from datalayer.parameters import Duration, ParameterError, Parameters, decode
+from datalayer.parameters import ParameterError, Parameters, PositiveDuration, decode
 from datalayer.plugin import DataSource, Discovery, Extractor, Plugin
 from datalayer.registry import Registry, plugin_kind
 from datalayer.selector import EVERYTHING, SelectorError, parse_selector
@@ -109,8 +109,8 @@ class _PluginRef(Parameters):
 class _SourceEntry(Parameters):
     plugin_ref: str
     extractors: list[_PluginRef] = []
-    interval: Duration | None = None
-    timeout: Duration | None = None
+    interval: PositiveDuration | None = None
+    timeout: PositiveDuration | None = None
     #: A label selector: only matching endpoints are collected by this source.
     selector: str | None = None
 
@@ -119,9 +119,9 @@ class _DataLayerSection(Parameters):
     sources: list[_SourceEntry] = []
     #: One `{pluginRef}`, or a list of them to combine several discoveries.
     discovery: _PluginRef | list[_PluginRef] | None = None
-    interval: Duration = CollectorSettings.interval
-    timeout: Duration = CollectorSettings.timeout
-    staleness_threshold: Duration = CollectorSettings.staleness_threshold
+    interval: PositiveDuration = CollectorSettings.interval
+    timeout: PositiveDuration = CollectorSettings.timeout
+    staleness_threshold: PositiveDuration = CollectorSettings.staleness_threshold
 
 
 class _Document(Parameters):
@@ -216,9 +216,6 @@ class _Loader:
             timeout=section.timeout,
             staleness_threshold=section.staleness_threshold,
         )
-        self._check_positive(f"{section_key}.interval", collector.interval)
-        self._check_positive(f"{section_key}.timeout", collector.timeout)
-        self._check_positive(f"{section_key}.stalenessThreshold", collector.staleness_threshold)
         inject = doc.inject_defaults if doc.inject_defaults is not None else kind == EPP_KIND
         entries = section.sources
         if not entries and inject:
