@@ -26,6 +26,7 @@ from datalayer.parameters import Parameters, Port, PositiveDuration
 from datalayer.plugin import Discovery, DiscoverySink, ParameterError
 from datalayer.selector import Selector, SelectorError, parse_selector
 from plugins.discovery.kubernetes.pods import EndpointTracker
+from plugins.discovery.kubernetes.pool import InferencePoolRef, PoolFollower
 from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, describe
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,9 @@ _NOT_A_NAMESPACE = "{value!r} is not a namespace name (RFC 1123 label)"
 
 
 class KubernetesDiscoveryParameters(Parameters):
-    #: Endpoint i of a pod uses targetPorts[i] and is named `<pod>-rank-<i>`.
-    target_ports: Annotated[
-        list[Port], msgspec.Meta(min_length=1, extra={"error": "must list at least one port"})
-    ]
+    #: Endpoint i of a pod uses targetPorts[i] and is named `<pod>-rank-<i>`; required
+    #: unless `inferencePool` gives them.
+    target_ports: list[Port] = []
     namespace: Annotated[
         str,
         msgspec.Meta(
@@ -64,6 +64,8 @@ class KubernetesDiscoveryParameters(Parameters):
     watch_timeout: PositiveDuration = 300.0
     #: Connect/read timeout of each API request (a watch has no read timeout).
     request_timeout: PositiveDuration = 10.0
+    #: Take the pods' selector and target ports from this InferencePool and follow it.
+    inference_pool: InferencePoolRef | None = None
 
 
 def label_selector_for_lightkube(selector: Selector) -> LabelSelector | None:
@@ -95,6 +97,13 @@ class KubernetesPodDiscovery(Discovery):
 
     def __init__(self, name: str, params: KubernetesDiscoveryParameters) -> None:
         super().__init__(name, params)
+        if params.inference_pool is not None and (params.target_ports or params.label_selector):
+            raise ParameterError(
+                "inferencePool",
+                "the pool gives the selector and ports: drop targetPorts, labelSelector",
+            )
+        if params.inference_pool is None and not params.target_ports:
+            raise ParameterError("targetPorts", "must list at least one port")
         for i, port in enumerate(params.target_ports):
             if port in params.target_ports[:i]:
                 raise ParameterError(f"targetPorts[{i}]", f"duplicate port {port}")
@@ -116,6 +125,22 @@ class KubernetesPodDiscovery(Discovery):
     async def run(self, sink: DiscoverySink) -> None:
         backoff = Backoff(self.params.backoff_initial, self.params.backoff_max)
         client = await self._connect(backoff)
+        pool = self.params.inference_pool
+        if pool is not None:
+            try:
+                await PoolFollower(
+                    client,
+                    sink,
+                    pool=pool.name,
+                    pool_namespace=pool.namespace or self.params.namespace,
+                    namespace=self.params.namespace,
+                    backoff=(self.params.backoff_initial, self.params.backoff_max),
+                    watch_timeout=self.params.watch_timeout,
+                    labels_for=label_selector_for_lightkube,
+                ).run()
+            finally:
+                await client.close()
+            return
         try:
             reflector = PodReflector(
                 client,
