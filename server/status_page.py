@@ -109,6 +109,8 @@ def build_status(
         "subscribers": _subscribers(source.hub),
         "collector": {"tasks": collector.task_count(), "polls": collector.polls()},
         "config": _config(source.config),
+        # A replica group's membership and shares (serve --workers, cluster:); None alone.
+        "cluster": group.describe() if (group := getattr(source, "group", None)) else None,
     }
 
 

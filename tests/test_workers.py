@@ -109,6 +109,13 @@ async def test_two_workers_share_one_port_and_each_answers_for_all(tmp_path: Pat
             url = f"http://127.0.0.1:{metrics_port}/metrics"
             async with aiohttp.ClientSession() as session, session.get(url) as response:
                 text = await response.text()
+            # /status.json from a live worker: its group is the two workers.
+            status_url = f"http://127.0.0.1:{metrics_port}/status.json"
+            async with aiohttp.ClientSession() as session, session.get(status_url) as response:
+                cluster = (await response.json())["cluster"]
+            assert len(cluster["members"]) == 2
+            assert sum(cluster["shares"].values()) == PODS
+            assert all(peer["up"] for peer in cluster["peers"])
             for worker in ("0", "1"):
                 assert f'datalayer_endpoints{{worker="{worker}",state="fresh"}} {PODS}' in text, (
                     text[:2000]

@@ -115,6 +115,31 @@ class ShardGroup:
         collector = self.collector
         return [n for n in self.specs if collector is not None and collector.collects(n)]
 
+    def describe(self) -> dict[str, object]:
+        """For /status.json: this member, the live members, each peer's link, the shares."""
+        now = asyncio.get_running_loop().time()
+        shares: dict[str, int] = {}
+        for name in self.specs:
+            member = self.owner_of(name)
+            shares[member] = shares.get(member, 0) + 1
+        return {
+            "self": self.me,
+            "members": sorted(self.members),
+            "collecting": len(self.owned()),
+            "shares": shares,
+            "membership_changes": self.changes,
+            "peers": [
+                {
+                    "address": address,
+                    "up": link.up,
+                    "alive": link.alive(now),
+                    "down_for": None if link.down_since is None else now - link.down_since,
+                    "responses": link.responses,
+                }
+                for address, link in sorted(self.links.items())
+            ],
+        }
+
     # --- discovery target (called through the collector's discovery sinks) ---
 
     async def upsert(self, spec: EndpointSpec) -> None:
