@@ -34,7 +34,9 @@ class Params(Parameters):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     path: Annotated[str, msgspec.Meta(pattern="^/", extra={"error": "must start with '/'"})] = "/"
     key: Annotated[str, msgspec.Meta(min_length=1)] = "k"
-    word: Annotated[str, msgspec.Meta(pattern="^[a-z]+$", extra={"error": "{value!r} has caps"})] = "a"
+    word: Annotated[
+        str, msgspec.Meta(pattern="^[a-z]+$", extra={"error": "{value!r} has caps"})
+    ] = "a"
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
