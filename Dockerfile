@@ -16,6 +16,7 @@ COPY README.md ./
 COPY datalayer ./datalayer
 COPY server ./server
 COPY plugins ./plugins
+COPY console ./console
 COPY mockpod ./mockpod
 RUN /venv/bin/pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
 COPY examples/python_scheduler ./examples/python_scheduler
