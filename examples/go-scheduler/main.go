@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	datalayerv1 "github.com/llm-d-datalayer/datalayer/gen/go/datalayer/v1"
 )
@@ -25,7 +27,7 @@ func main() {
 
 func run() int {
 	cfg := DefaultConfig()
-	target := flag.String("target", "localhost:9002", "the data layer's gRPC address")
+	target := flag.String("target", "localhost:9002", "the data layer's gRPC address; several replicas of one group: a:9002,b:9002")
 	selector := flag.String("selector", "", "label selector of the endpoints to pick from (Kubernetes syntax)")
 	picks := flag.Int("picks", 0, "stop after this many picks (0: no limit)")
 	duration := flag.Duration("duration", 0, "stop after this long (0: no limit)")
@@ -59,7 +61,8 @@ func run() int {
 	}
 
 	// grpc-go 1.33 (Debian bookworm) has no credentials/insecure package: WithInsecure it is.
-	conn, err := grpc.Dial(*target, grpc.WithInsecure())
+	dialTarget, options := replicas(*target)
+	conn, err := grpc.Dial(dialTarget, append(options, grpc.WithInsecure())...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "go-scheduler: dial:", err)
 		return 1
@@ -97,4 +100,22 @@ func run() int {
 		}
 	}
 	return 0
+}
+
+// replicas turns "a:9002,b:9002" into one connection over every replica of a group: every
+// replica serves every endpoint, and pick_first moves to the next address when the current
+// one fails, so the mirror's next Watch lands on a live replica (its resume there names
+// another instance, so it gets a full snapshot). One address is dialled as it is.
+func replicas(target string) (string, []grpc.DialOption) {
+	parts := strings.Split(target, ",")
+	if len(parts) < 2 {
+		return target, nil
+	}
+	builder := manual.NewBuilderWithScheme("datalayer-replicas")
+	state := resolver.State{}
+	for _, part := range parts {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: strings.TrimSpace(part)})
+	}
+	builder.InitialState(state)
+	return builder.Scheme() + ":///group", []grpc.DialOption{grpc.WithResolvers(builder)}
 }
