@@ -148,6 +148,18 @@ class DataLayerApp:
             self.group.attach(collector)
         return collector
 
+    def _peer_tls(self) -> grpc.ChannelCredentials | None:
+        """TLS towards peers when this server speaks TLS: its own certificate as the client
+        certificate, its client CA (or, without mTLS, its own certificate) as the roots; so
+        peers' certificates must name the addresses they are reached at. Workers reach each
+        other on their private loopback ports, which are plaintext."""
+        tls = self.options.tls
+        if tls is None or self.options.extra_grpc_address is not None:
+            return None
+        cert, key = tls.cert.read_bytes(), tls.key.read_bytes()
+        roots = tls.client_ca.read_bytes() if tls.client_ca else cert
+        return grpc.ssl_channel_credentials(roots, key, cert)
+
     def _start_group(self) -> None:
         """Join the replica group before discovery runs: its gate decides what is collected."""
         settings = self.config.cluster
@@ -165,7 +177,9 @@ class DataLayerApp:
         ):
             raise ValueError("cluster: a group needs `cluster.self` or a fixed --grpc-port")
         grace = settings.grace or self.config.collector.staleness_threshold
-        self.group = ShardGroup(settings, me, self.store, grace, token=self.options.token)
+        self.group = ShardGroup(
+            settings, me, self.store, grace, token=self.options.token, credentials=self._peer_tls()
+        )
         self.group.attach(self.collector)
         self.group.start()
         log.info("replica %s of a sharded group (grace %gs)", me, grace)

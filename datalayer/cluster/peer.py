@@ -45,6 +45,7 @@ class PeerLink:
         startup_grace: float,
         token: str | None = None,
         retry: float = 0.2,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
         self._on_response = on_response
@@ -53,6 +54,8 @@ class PeerLink:
         self.startup_grace = startup_grace
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.retry = retry
+        #: TLS towards the peer (None: plaintext), see `ShardGroup`.
+        self.credentials = credentials
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         self.up = False
@@ -98,7 +101,11 @@ class PeerLink:
         pace.FromNanoseconds(int(RELAY_INTERVAL * 1e9))
         request = pb.Subscription(owned_only=True, heartbeat_interval=heartbeat, min_interval=pace)
         options = [("grpc.max_receive_message_length", _MAX_RECEIVE)]
-        async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+        if self.credentials is not None:
+            channel = grpc.aio.secure_channel(self.address, self.credentials, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(self.address, options=options)
+        async with channel:
             call = pb_grpc.DataLayerStub(channel).Watch(request, metadata=self._metadata)
             first = True
             while True:

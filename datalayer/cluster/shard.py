@@ -24,6 +24,8 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
+import grpc
+
 from datalayer.cluster.members import MemberSource
 from datalayer.cluster.peer import PeerLink
 from datalayer.cluster.remote import attributes_from_proto, metrics_from_proto
@@ -47,12 +49,16 @@ class ShardGroup:
         store: EndpointStore,
         grace: float,
         token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.me = me
         self.store = store
         self.grace = grace
         self.token = token
+        #: How links reach peers over TLS (the server's own certificate as the client's, its
+        #: client CA as the roots); None: plaintext.
+        self.credentials = credentials
         self.source = MemberSource(settings, me)
         self.collector: Collector | None = None
         #: Live members, this replica included; ownership is computed over these.
@@ -255,7 +261,13 @@ class ShardGroup:
         startup = 2 * self.grace
         for address in sorted(addresses - {self.me} - self.links.keys()):
             link = PeerLink(
-                address, self._on_response, self._wake.set, self.grace, startup, self.token
+                address,
+                self._on_response,
+                self._wake.set,
+                self.grace,
+                startup,
+                self.token,
+                credentials=self.credentials,
             )
             self.links[address] = link
             link.start()
