@@ -180,7 +180,9 @@ async def serve_once(args: argparse.Namespace, subscribers: int, mode: str) -> d
 # --- subscriber processes ----------------------------------------------------------------------
 
 
-async def subscribe(target: str, selector: str, seconds: float, skip: float) -> tuple[list, int]:
+async def subscribe(
+    target: str, selector: str, seconds: float, skip: float
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     events = 0
     async with grpc.aio.insecure_channel(target) as channel:
