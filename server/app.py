@@ -292,6 +292,9 @@ class DataLayerApp:
 
     async def _serve_when_synced(self) -> None:
         await self.collector.synced.wait()
+        if self.group is not None:
+            # SERVING (the readiness probe) only with the whole view: every peer's shard too.
+            await self.group.relayed.wait()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("discovery synced: %d endpoints; health is SERVING", len(self.store))

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 from cluster_stack import (
     INTERVAL,
     STALENESS,
@@ -20,6 +21,7 @@ from cluster_stack import (
     replica_group,
     write_endpoints,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_dns_discovery import Zone
 
 from datalayer.client import DataLayerClient, EndpointMirror
@@ -62,6 +64,17 @@ async def scrape_rates(pods: Pods, window: float) -> dict[str, float]:
     after = await pods.hits()
     polls = window / INTERVAL
     return {name: (after[name] - before[name]) / polls for name in after}
+
+
+async def serving(replica: Replica) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(replica.target) as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def outside(rates: dict[str, float]) -> dict[str, float]:
@@ -126,6 +139,12 @@ async def test_kill_one_replica_survivors_take_over_and_it_rejoins(tmp_path: Pat
             assert not outside(rates), outside(rates)
 
             await victim.start()
+            # SERVING (the readiness probe) only once its peers' shards are relayed: then
+            # every endpoint it does not collect itself is there and fresh.
+            await eventually(lambda: serving(victim), timeout=20, what="the victim SERVING")
+            relayed = [e for e in await victim.listing() if e.owner != victim.target]
+            assert relayed
+            assert not any(e.stale for e in relayed), [e.name for e in relayed if e.stale]
             agreed = await wait_converged(replicas)
             back = {n for n, o in agreed.items() if o == victim.target}
             assert back == victims, "rendezvous gives the returning replica its old share"

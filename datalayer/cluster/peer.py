@@ -63,6 +63,8 @@ class PeerLink:
         self.down_since: float | None = None
         #: Responses received (for status and tests).
         self.responses = 0
+        #: Set once a stream has delivered the peer's whole shard (its SYNCED).
+        self.synced_once = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -121,6 +123,9 @@ class PeerLink:
                     self._on_change()
                 await self._on_response(self.address, response, first)
                 first = False
+                if response.synced and not self.synced_once:
+                    self.synced_once = True
+                    self._on_change()
 
     def _set_down(self) -> None:
         if self.up:

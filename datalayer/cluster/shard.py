@@ -75,6 +75,9 @@ class ShardGroup:
         self._task: asyncio.Task[None] | None = None
         #: Membership changes seen (for status and tests).
         self.changes = 0
+        #: Set once every live peer has delivered its whole shard (or left): from then on
+        #: this replica holds the whole view, and reports SERVING.
+        self.relayed = asyncio.Event()
         #: Every known name's owner among the current members (see ring.assign).
         self._owners: dict[str, str] = {}
         #: Names came or went since the last full assignment.
@@ -252,6 +255,10 @@ class ShardGroup:
                 async with self._lock:
                     if self._assign():
                         await self._reconcile()
+            if not self.relayed.is_set() and all(
+                link.synced_once or not link.alive(now) for link in self.links.values()
+            ):
+                self.relayed.set()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), period)
