@@ -35,9 +35,9 @@ from datalayer.wiring import CollectorSettings, SourceBinding
 
 log = logging.getLogger("datalayer.collector")
 
-#: A lane's first poll comes within this many seconds (or its interval, if shorter): a fleet
-#: discovered at once is spread out, but no endpoint waits long for its first read.
-MAX_START_JITTER = 1.0
+#: A lane's first poll comes at a random point of its first interval: a fleet discovered at once
+#: is spread over the whole interval, so its first reads (and their buffers) do not all land in
+#: one burst (10,000 endpoints starting within 1 s held RSS 3x higher afterwards, bench/memory).
 #: What one discovered endpoint may bring: k8s limits names to 253 and labels far below this.
 MAX_NAME_BYTES = 253
 MAX_LABELS = 64
@@ -102,6 +102,8 @@ class Collector:
         #: (binding index, endpoint name) -> state carried over from the previous collector.
         self._inherited: dict[tuple[int, str], InheritedLane] = {}
         self._scheduler: PollScheduler | None = None
+        #: The running loop, looked up once (`get_running_loop` costs a getpid per call).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start the poll scheduler, the event-driven sources and their staleness sweep."""
@@ -271,6 +273,12 @@ class Collector:
             self._scheduler = PollScheduler(self._spec_of, self._polled)
         return self._scheduler
 
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
     def _spec_of(self, name: str) -> EndpointSpec | None:
         record = self.store.get(name)
         return None if record is None else record.spec
@@ -286,7 +294,7 @@ class Collector:
             if carried is not None:
                 first = max(now, carried.due)
             else:
-                first = now + random.uniform(0, min(binding.interval, MAX_START_JITTER))
+                first = now + random.uniform(0, binding.interval)
             self._poller().add(lane, first)
         return lane
 
@@ -345,12 +353,12 @@ class Collector:
             return
         self.store.apply(spec.name, update, time.time(), lane.window)
         lane.error = "; ".join(update.errors)
-        lane.last_success = asyncio.get_running_loop().time()
+        lane.last_success = self._now()
 
     def _refresh(self, name: str) -> None:
         lanes = self._lanes.get(name)
         if lanes:
-            now = asyncio.get_running_loop().time()
+            now = self._now()
             refresh_status(self.store, name, lanes.values(), now, self.observer)
 
     def _push_membership(self, bindings: set[SourceBinding]) -> None:
