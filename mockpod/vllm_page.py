@@ -2,7 +2,7 @@
 a recent vLLM registers them, in its registration order.
 
 Only a handful of these lines matter to a scheduler; the rest are here because a scraper has
-to get past them (see MODEL-SERVERS.md in the shared notes for the facts used).
+to get past them, which is what makes the page realistically large.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def _with_aliases(engines: dict[str, EngineMapping]) -> dict[str, EngineMapping]
     return {**engines, "triton": triton}
 
 
-#: The BRIEF §1 mapping table, as data.
+#: The built-in engine mappings (metric names per engine and field), as data.
 BUILTIN_ENGINES: Final[Mapping[str, EngineMapping]] = _with_aliases(
     {
         mapping.name: mapping
