@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Sequence
 
 import grpc
@@ -105,8 +104,7 @@ class ShardGroup:
         found = self._owners.get(name)
         if found is None:
             # A new name between two full assignments: placed now, settled by the next.
-            load = Counter(self._owners.values())
-            found = place(name, self.members, load, len(self._owners) + 1)
+            found = place(name, self.members)
             self._owners[name] = found
             self._reassign = True
         return found
