@@ -33,7 +33,7 @@ import yaml
 from datalayer.config import load_config_text
 from datalayer.registry import default_registry
 from server.app import DataLayerApp, ServeOptions
-from server.cli import run_async
+from server.runtime import run_async
 
 from common import percentile, print_table, progress, rss_kib, start_mock_pods, write_json
 

@@ -135,7 +135,7 @@ class Subscriber:
         if name in self.known:
             return self.filter.wants_parts(parts)
         record = self.hub.store.get(name)
-        return record is not None and self._selected(record)
+        return record is not None and self.wants_record(record)
 
     def mark(self, name: str) -> None:
         if name in self.pending:
@@ -245,7 +245,7 @@ class Subscriber:
             events.extend(self._event_for(name, removed_if_unknown=False))
         return events
 
-    def _selected(self, record: EndpointRecord) -> bool:
+    def wants_record(self, record: EndpointRecord) -> bool:
         """`filter.wants_endpoint(record)`, remembered per spec object (specs are immutable)."""
         if self.filter.owned_by is not None:
             return self.filter.wants_endpoint(record)  # ownership moves without a new spec
@@ -262,7 +262,7 @@ class Subscriber:
     def _event_for(self, name: str, removed_if_unknown: bool) -> Iterable[Event]:
         record = self.hub.store.get(name)
         known_generation = self.known.get(name)
-        if record is not None and self._selected(record):
+        if record is not None and self.wants_record(record):
             self.known[name] = record.created_revision
             if known_generation is None:
                 return (Event(EventKind.ADDED, name, record),)
@@ -380,7 +380,7 @@ class Hub:
             wanted: list[tuple[str, bool, bool]] = []
             for name, parts in dirty.items():
                 record = store.get(name)
-                selects = record is not None and first._selected(record)
+                selects = record is not None and first.wants_record(record)
                 wanted.append((name, watch_filter.wants_parts(parts), selects))
             for subscriber in group:
                 known = subscriber.known

@@ -27,7 +27,6 @@ from datalayer.config import DataLayerConfig
 from datalayer.hub import Hub
 from datalayer.plugin import Discovery, DiscoverySink
 from datalayer.store import EndpointStore
-from datalayer.v1 import datalayer_pb2 as pb
 from server.http_auth import status_auth_middleware
 from server.observability import SelfMetrics
 from server.prefix import PrefixMatcher, prefix_indexes
@@ -37,12 +36,11 @@ from server.security import (
     http_ssl_context,
     server_credentials,
 )
-from server.service import DataLayerService, add_to_server, declared_attribute_keys
+from server.service import SERVICE_NAME, DataLayerService, add_to_server, declared_attribute_keys
 from server.status_page import add_status_routes
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataLayer"].full_name
 #: gRPC messages larger than this are refused (a Subscription is a few KB at most).
 MAX_RECEIVE_BYTES = 1 << 20
 
