@@ -33,7 +33,7 @@ from datalayer.client import DataLayerClient
 from datalayer.config import load_config_text
 from datalayer.registry import default_registry
 from datalayer.v1 import datalayer_pb2 as pb
-from mockpod.server import PodGroup, start_pods
+from mockpod.server import KV_EVENTS, MockPod, PodGroup, start_pods
 from mockpod.spec import PodSpec
 from server.app import DataLayerApp, ServeOptions
 from server.runtime import wait_for_signal
@@ -45,11 +45,16 @@ plugins:
 - type: core-metrics-extractor
 - type: file-discovery
   parameters: {{path: {endpoints}}}
+- type: kv-events-data-source
+- type: kv-block-index
+  parameters: {{blockSize: 16}}
 dataLayer:
   interval: 50ms
   sources:
   - pluginRef: metrics-data-source
     extractors: [{{pluginRef: core-metrics-extractor}}]
+  - pluginRef: kv-events-data-source
+    extractors: [{{pluginRef: kv-block-index}}]
   discovery: {{pluginRef: file-discovery}}
 """
 
@@ -58,6 +63,11 @@ dataLayer:
 GRPC_PORT = 9002
 METRICS_PORT = 9090
 FIRST_POD_PORT = 8000
+#: The pods' KV-event publishers (vLLM's default 5557, one per pod on this one address).
+FIRST_KV_EVENTS_PORT = 5557
+#: vllm-0's system prompt (48 bytes: 3 blocks of 16 by the mock's one-token-per-byte stand-in
+#: tokenizer); the README's MatchPrefix asks for it, and vllm-0 is the pod that holds it.
+DEMO_PROMPT = "You are a concise assistant; answer in one line."
 HOST = "127.0.0.1"
 
 # Small KV caches and few sequences, so a handful of requests shows as queueing and KV use.
@@ -89,6 +99,9 @@ GRPCURL_EXAMPLES = (
     "datalayer.v1.DataLayer/ListEndpoints",
     """grpcurl -plaintext -d '{{"selector": "app=vllm", "attributes": ["metrics"]}}' {target} """
     "datalayer.v1.DataLayer/Watch",
+    """grpcurl -plaintext -d '{{"model": "meta-llama/Llama-3.1-8B-Instruct", "token_ids": """
+    + str(list(DEMO_PROMPT.encode()))
+    + """}}' {target} datalayer.v1.DataLayer/MatchPrefix""",
 )
 #: Requests per burst for each pod: light, medium and heavy load.
 DEMO_BURST = (2, 5, 9)
@@ -136,9 +149,11 @@ async def drive_load(pods: PodGroup, stop: asyncio.Event) -> None:
                 for pod, burst in zip(pods.pods, DEMO_BURST, strict=False):
                     models = [pod.spec.model, *pod.spec.loras]
                     for _ in range(random.randint(0, burst)):
+                        # Each pod repeats its own system prompt: prefix-cache hits to look up.
+                        system = DEMO_PROMPT if pod.spec.name == "vllm-0" else pod.spec.name * 8
                         body = {
                             "model": random.choice(models),
-                            "prompt": "hello",
+                            "prompt": system + " hello",
                             "max_tokens": random.randint(100, 1000),
                         }
                         task = asyncio.create_task(
@@ -174,6 +189,11 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, object
     with contextlib.suppress(aiohttp.ClientError):
         async with session.post(url, json=body) as response:
             await response.read()
+
+
+def kv_events_port(pod: MockPod) -> int:
+    """The port the pod's KV-event publisher bound (its spec may have asked for any)."""
+    return pod.runner.app[KV_EVENTS].publisher.port
 
 
 def pick_port(wanted: int, what: str, out: TextIO, host: str = HOST) -> int:
@@ -241,7 +261,11 @@ async def run_demo(
 ) -> None:
     """Run until Ctrl-C (or `duration` seconds); ports of 0 are picked free."""
     specs = [
-        replace(spec, port=pick_port(pod_port + i, f"{spec.name}'s", out) if pod_port else 0)
+        replace(
+            spec,
+            port=pick_port(pod_port + i, f"{spec.name}'s", out) if pod_port else 0,
+            kv_events_port=pick_port(FIRST_KV_EVENTS_PORT + i, f"{spec.name}'s KV events", out),
+        )
         for i, spec in enumerate(DEMO_PODS)
     ]
     grpc_port = pick_port(grpc_port, "the gRPC", out)
@@ -257,7 +281,11 @@ async def run_demo(
                             "name": pod.spec.name,
                             "address": HOST,
                             "port": pod.port,
-                            "labels": {"app": "vllm", "model": pod.spec.model.split("/")[-1]},
+                            "labels": {
+                                "app": "vllm",
+                                "model": pod.spec.model.split("/")[-1],
+                                "datalayer.io/kv-events-port": str(kv_events_port(pod)),
+                            },
                         }
                         for pod in pods.pods
                     ]

@@ -144,6 +144,7 @@ def check_describe(out: str, live: Live) -> None:
     assert rpcs == [
         ("GetEndpoint", "GetEndpointRequest", ".datalayer.v1.Endpoint"),
         ("ListEndpoints", "ListEndpointsRequest", ".datalayer.v1.ListEndpointsResponse"),
+        ("MatchPrefix", "MatchPrefixRequest", ".datalayer.v1.MatchPrefixResponse"),
         ("Watch", "Subscription", "stream .datalayer.v1.WatchResponse"),
     ], out
 

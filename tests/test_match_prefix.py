@@ -7,8 +7,12 @@ kv-block-index. Also: the status codes for no index and for bad input.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import shlex
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from datalayer.registry import default_registry
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from mockpod.kv_events import BlockCache, KvEventPublisher
+from plugins.sources.kv_events.wire import stored_event
 from server.app import DataLayerApp, ServeOptions
 
 from stack import eventually
@@ -56,6 +61,7 @@ dataLayer:
 """
 
 MODEL = "mock-model"
+GRPCURL = Path(sys.executable).parent / "grpcurl"
 PODS = {
     "pod-a": ("127.0.0.2", "blue"),
     "pod-b": ("127.0.0.3", "green"),
@@ -85,8 +91,10 @@ async def serving(
     app = DataLayerApp(loaded, ServeOptions(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0))
     await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+    stub = pb_grpc.DataLayerStub(channel)
+    stub._target = f"127.0.0.1:{app.grpc_port}"  # for tests that run grpcurl against it
     try:
-        yield app, pb_grpc.DataLayerStub(channel)
+        yield app, stub
     finally:
         await channel.close()
         await app.stop()
@@ -165,3 +173,50 @@ async def test_match_prefix_without_an_index_says_how_to_configure_one(tmp_path:
             await stub.MatchPrefix(pb.MatchPrefixRequest(model=MODEL, token_ids=PROMPT))
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "kv-block-index" in (error.value.details() or "")
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_match_prefix() -> tuple[str, dict[str, Any]]:
+    """The README's MatchPrefix grpcurl line and the JSON answer it shows."""
+    text = README.read_text()
+    start = text.index("## Precise prefix-cache routing")
+    section = text[start : text.index("\n## ", start + 1)]
+    command = next(
+        line
+        for line in section.splitlines()
+        if line.startswith("grpcurl ") and "MatchPrefix" in line
+    )
+    answer = section.split("```json\n", 1)[1].split("```", 1)[0]
+    return command, json.loads(answer)
+
+
+async def test_readme_grpcurl_match_prefix_runs_as_written(fleet: Any) -> None:
+    stub, pubs = fleet
+    command, expected = _readme_match_prefix()
+    argv = shlex.split(command)
+    request = json.loads(argv[argv.index("-d") + 1])
+    blocks = len(request["token_ids"]) // 16
+    tokens = request["token_ids"][: blocks * 16]
+    # The README's pod is the demo's vllm-0: here pod-a, the README's model as the LoRA name.
+    event = stored_event(list(range(blocks)), None, tokens, 16, lora_name=request["model"])
+    pubs["pod-a"].publish([event])
+    probe = pb.MatchPrefixRequest(model=request["model"], token_ids=request["token_ids"])
+
+    async def indexed() -> bool:
+        return len((await stub.MatchPrefix(probe)).matches) == 1
+
+    await eventually(indexed, what="the README's block indexed")
+    channel_target = stub._target  # set by the fleet fixture
+    argv = [
+        str(GRPCURL) if a == "grpcurl" else channel_target if a == "localhost:9002" else a
+        for a in argv
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    expected["matches"][0]["endpoint"] = "pod-a"
+    assert json.loads(out) == expected

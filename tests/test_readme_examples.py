@@ -178,3 +178,22 @@ def test_demo_on_a_taken_port_says_so_and_prints_the_port_it_got() -> None:
             )
             assert result.returncode == 0, result.stderr
             assert "datalayer.v1.DataLayer" in result.stdout.split()
+
+
+def test_readme_match_prefix_against_the_demo(demo: Demo) -> None:
+    """The README's MatchPrefix line, run on the demo, gives the README's answer: vllm-0 holds
+    the 3 blocks of the system prompt the demo keeps sending it (real KV events over ZMQ)."""
+    readme = README.read_text()
+    line = next(x for x in re.findall(r"^grpcurl .*$", readme, flags=re.M) if "MatchPrefix" in x)
+    section = readme[readme.index("## Precise prefix-cache routing") :]
+    expected = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    argv = shlex.split(on_demo(line, demo))
+    argv[0] = str(Path(sys.executable).parent / "grpcurl")
+    deadline = time.monotonic() + 30
+    while True:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0, result.stderr
+        if json.loads(result.stdout) == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert json.loads(result.stdout) == expected

@@ -68,6 +68,9 @@ class KvEventsSourceParameters(Parameters):
     max_message_bytes: PositiveInt = MAX_PAYLOAD_BYTES
     #: The model when a topic names none (a topic without `@<model>`).
     default_model: str = ""
+    #: An endpoint label whose value is that endpoint's publisher port, for several pods on
+    #: one address (a host, the demo); endpoints without it use `port`.
+    port_label: str = "datalayer.io/kv-events-port"
 
 
 @dataclass(slots=True)
@@ -130,9 +133,9 @@ class KvEventsDataSource(PushDataSource):
     def _reconcile(self) -> None:
         for name, sub in list(self._subs.items()):
             spec = self._wanted.get(name)
-            if spec is None or (spec.address, _rank_port(spec, self._params.port)) != (
+            if spec is None or (spec.address, self._port_of(spec)) != (
                 sub.spec.address,
-                _rank_port(sub.spec, self._params.port),
+                self._port_of(sub.spec),
             ):
                 self._unsubscribe(name, forget=True)
         for name, spec in self._wanted.items():
@@ -148,7 +151,7 @@ class KvEventsDataSource(PushDataSource):
         socket.setsockopt(zmq.SUBSCRIBE, self._params.topic_filter.encode())
         if ":" in spec.address:
             socket.setsockopt(zmq.IPV6, 1)
-        socket.connect(f"tcp://{_host(spec.address)}:{_rank_port(spec, self._params.port)}")
+        socket.connect(f"tcp://{_host(spec.address)}:{self._port_of(spec)}")
         stats = SequenceStats()
         sub = _Subscription(spec, socket, stats=stats)
         self._subs[spec.name] = sub
@@ -156,6 +159,15 @@ class KvEventsDataSource(PushDataSource):
         sub.task = asyncio.get_running_loop().create_task(
             self._consume(sub), name=f"kv events {spec.name}"
         )
+
+    def _port_of(self, spec: EndpointSpec) -> int:
+        """vLLM binds rank r's publisher on the configured port + r."""
+        base = self._params.port
+        label = spec.labels.get(self._params.port_label) if self._params.port_label else None
+        if label is not None and label.isdigit() and 0 < int(label) < 65536:
+            base = int(label)
+        rank: Any = getattr(spec, "rank", 0) or 0
+        return base + int(rank)
 
     def _unsubscribe(self, name: str, *, forget: bool) -> None:
         sub = self._subs.pop(name)
@@ -283,12 +295,6 @@ class KvEventsDataSource(PushDataSource):
 
 def _readable(socket: zmq.asyncio.Socket) -> bool:
     return bool(int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-
-
-def _rank_port(spec: EndpointSpec, base: int) -> int:
-    """vLLM binds rank r's publisher on the configured port + r."""
-    rank: Any = getattr(spec, "rank", 0) or 0
-    return base + int(rank)
 
 
 def _host(address: str) -> str:
