@@ -58,6 +58,7 @@ def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
         ("selector", ["--skip-old-1mib"]),
         ("hostile", ["--rounds", "3" if quick else "5"]),
         ("cluster", ["--quick"] if quick else []),
+        ("kv_index", ["--quick"] if quick else []),
     ]
 
 

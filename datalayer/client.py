@@ -223,6 +223,15 @@ class DataLayerClient:
         )
         return response
 
+    async def match_prefix(
+        self, model: str, token_ids: Sequence[int], selector: str = "", timeout: float = 5.0
+    ) -> pb.MatchPrefixResponse:
+        """Per endpoint, the prompt's leading KV blocks it holds (precise prefix-cache
+        affinity); FAILED_PRECONDITION when the data layer has no kv-block-index."""
+        request = pb.MatchPrefixRequest(model=model, token_ids=token_ids, selector=selector)
+        response: pb.MatchPrefixResponse = await self._unary("MatchPrefix", request, timeout)
+        return response
+
     async def list_endpoints(
         self, selector: str = "", timeout: float = 5.0, page_size: int = 0
     ) -> pb.ListEndpointsResponse:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import io
 import json
 import shlex
 import socket
@@ -220,3 +222,52 @@ async def test_readme_grpcurl_match_prefix_runs_as_written(fleet: Any) -> None:
     assert process.returncode == 0, err.decode()
     expected["matches"][0]["endpoint"] = "pod-a"
     assert json.loads(out) == expected
+
+
+def _scheduler() -> Any:
+    path = Path(__file__).resolve().parent.parent / "examples" / "python_scheduler" / "scheduler.py"
+    spec = importlib.util.spec_from_file_location("python_scheduler_prefix", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+sched = _scheduler()
+
+
+def test_prefix_scorer_is_the_share_of_leading_blocks_held() -> None:
+    endpoints = [pb.Endpoint(name=n) for n in ("a", "b", "c")]
+    assert sched.prefix_scores(endpoints, {"a": 4, "c": 1}, 4) == [1.0, 0.0, 0.25]
+    assert sched.prefix_scores(endpoints, {}, 0) == [0.0, 0.0, 0.0]
+    config = sched.Config(prompt="x", model="m")
+    decision = sched.pick(endpoints, config, ({"b": 3}, 4))
+    assert decision.pick == "b"  # equal load: the prefix decides
+    assert sched.format_decision(1, decision, config)[1].endswith("prefix=0.750")
+
+
+async def test_python_scheduler_routes_a_prompt_to_the_pod_holding_its_prefix(fleet: Any) -> None:
+    stub, pubs = fleet
+    prompt = "You are a concise assistant; answer in one line. Why is the sky blue?"
+    tokens = sched.stand_in_tokens(prompt)
+    pubs["pod-c"].publish(BlockCache().prompt(tokens))  # 4 of its 4 full blocks
+    pubs["pod-a"].publish(BlockCache().prompt(tokens[:16]))  # 1 of 4
+    probe = pb.MatchPrefixRequest(model=MODEL, token_ids=tokens)
+
+    async def indexed() -> bool:
+        return len((await stub.MatchPrefix(probe)).matches) == 2
+
+    await eventually(indexed, what="both pods indexed")
+    out = io.StringIO()
+    config = sched.Config(prompt=prompt, model=MODEL)
+    assert await sched.run(stub._target, config, picks=1, interval=0.05, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "pick 1: pod-c score=1.000 (best of 3)", out.getvalue()
+    prefixes = [(line.split()[0], line.split()[-1]) for line in lines[2:]]
+    assert prefixes == [
+        ("pod-c", "prefix=1.000"),
+        ("pod-a", "prefix=0.250"),
+        ("pod-b", "prefix=0.000"),
+    ]

@@ -8,6 +8,9 @@ and why:
 - KV-cache scorer: ``1 - kv_cache_usage_percent``;
 - metric scorer: one ``metrics.custom`` key, clamped to ``[min, max]`` and mapped to 0..1
   (inverted when minimising); a missing key counts as the worst case of that range.
+- precise prefix-cache scorer (``--prompt``, ``--model``): the data layer's MatchPrefix, the
+  share of the prompt's KV blocks an endpoint holds from the start (0..1); tokens by the
+  mock pod's stand-in tokenizer (one token per UTF-8 byte).
 
 Unknown is never zero: a typed field the data layer has not read (within its staleness
 threshold) is absent on the wire, and every scorer gives it its worst case (an absent queue
@@ -32,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import grpc
+
 from datalayer.client import DataLayerClient, metric
 from datalayer.parameters import parse_duration
 from datalayer.v1 import datalayer_pb2 as pb
@@ -51,6 +56,10 @@ class Config:
     metric_min: float = 0.0
     metric_max: float = 1.0
     metric_mode: str = MINIMIZE
+    #: Precise prefix-cache scorer: the prompt to route (empty: off) and its model.
+    prefix_weight: float = 1.0
+    prompt: str = ""
+    model: str = ""
 
     def validate(self) -> None:
         if self.metric_mode not in (MINIMIZE, MAXIMIZE):
@@ -122,6 +131,23 @@ def metric_scores(endpoints: Sequence[pb.Endpoint], config: Config) -> list[floa
     return scores
 
 
+def stand_in_tokens(prompt: str) -> list[int]:
+    """The stand-in tokenizer the mock pod uses: one token per UTF-8 byte. A real scheduler
+    runs the model's tokenizer here; the data layer only sees token IDs either way."""
+    return list(prompt.encode())
+
+
+def prefix_scores(
+    endpoints: Sequence[pb.Endpoint], matched: dict[str, int], total_blocks: int
+) -> list[float]:
+    """Upstream's precise prefix-cache scorer: the share of the prompt's blocks an endpoint
+    holds from the start (matched / total, 0..1); an endpoint MatchPrefix did not list holds
+    none, and a prompt shorter than a block scores 0 everywhere."""
+    if total_blocks <= 0:
+        return [0.0 for _ in endpoints]
+    return [min(1.0, matched.get(ep.name, 0) / total_blocks) for ep in endpoints]
+
+
 def filter_stale(
     endpoints: Sequence[pb.Endpoint],
 ) -> tuple[list[pb.Endpoint], list[str], bool]:
@@ -144,6 +170,7 @@ class Scored:
     metric: float = 0.0
     metric_value: float = math.nan
     metric_present: bool = False
+    prefix: float = 0.0
 
 
 @dataclass
@@ -157,13 +184,19 @@ class Decision:
     unreachable_for: float = 0.0
 
 
-def pick(endpoints: Sequence[pb.Endpoint], config: Config) -> Decision:
-    """Score the non-stale endpoints (all when all are stale) and take the best."""
+def pick(
+    endpoints: Sequence[pb.Endpoint],
+    config: Config,
+    prefix: tuple[dict[str, int], int] | None = None,
+) -> Decision:
+    """Score the non-stale endpoints (all when all are stale) and take the best; `prefix` is
+    MatchPrefix's answer (matched blocks by endpoint, total blocks) when routing a prompt."""
     ordered = sorted(endpoints, key=lambda ep: ep.name)
     candidates, dropped, all_stale = filter_stale(ordered)
     queue = queue_scores(candidates)
     kv = kv_cache_scores(candidates)
     metric = metric_scores(candidates, config) if config.metric_key else None
+    cached = prefix_scores(candidates, *prefix) if prefix is not None else None
     ranked = []
     for i, ep in enumerate(candidates):
         scored = Scored(
@@ -179,6 +212,9 @@ def pick(endpoints: Sequence[pb.Endpoint], config: Config) -> Decision:
             scored.metric = metric[i]
             scored.metric_value, scored.metric_present = metric_value(ep, config)
             scored.total += config.metric_weight * scored.metric
+        if cached is not None:
+            scored.prefix = cached[i]
+            scored.total += config.prefix_weight * cached[i]
         ranked.append(scored)
     ranked.sort(key=lambda s: -s.total)  # stable: a tie goes to the first name
     return Decision(ranked[0].name if ranked else "", ranked, dropped, all_stale)
@@ -209,6 +245,8 @@ def format_decision(n: int, decision: Decision, config: Config) -> list[str]:
                     f" metric={s.metric:.3f} ({config.metric_key} missing, "
                     f"worst case {s.metric_value:g})"
                 )
+        if config.prompt:
+            line += f" prefix={s.prefix:.3f}"
         if s.stale:
             line += " stale"
         lines.append(line)
@@ -245,8 +283,17 @@ async def run(
             flush=True,
         )
         n = 1
+        tokens = stand_in_tokens(config.prompt)
         while picks == 0 or n <= picks:
-            decision = pick(list(mirror.endpoints.values()), config)
+            prefix = None
+            if config.prompt:
+                try:
+                    answer = await client.match_prefix(config.model, tokens, selector)
+                    matched = {m.endpoint: m.matched_blocks for m in answer.matches}
+                    prefix = (matched, answer.total_blocks)
+                except grpc.aio.AioRpcError as exc:  # no index, or unreachable: score without
+                    print(f"MatchPrefix: {exc.code().name}: {exc.details()}", file=out)
+            decision = pick(list(mirror.endpoints.values()), config, prefix)
             if mirror.view_stale:
                 decision.unreachable_for = mirror.disconnected_for()
             print("\n".join(format_decision(n, decision, config)), file=out, flush=True)
@@ -277,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queue-weight", type=float, default=defaults.queue_weight)
     parser.add_argument("--kv-weight", type=float, default=defaults.kv_weight)
     parser.add_argument("--custom-weight", type=float, default=defaults.metric_weight)
+    parser.add_argument("--prompt", default="", help="route this prompt by prefix (MatchPrefix)")
+    parser.add_argument("--model", default="", help="the prompt's model (base or LoRA name)")
+    parser.add_argument("--prefix-weight", type=float, default=defaults.prefix_weight)
     args = parser.parse_args(argv)
     config = Config(
         queue_weight=args.queue_weight,
@@ -286,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metric_min=args.custom_min,
         metric_max=args.custom_max,
         metric_mode=args.custom_mode,
+        prefix_weight=args.prefix_weight,
+        prompt=args.prompt,
+        model=args.model,
     )
     try:
         config.validate()
