@@ -12,7 +12,9 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import shlex
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -271,3 +273,48 @@ async def test_python_scheduler_routes_a_prompt_to_the_pod_holding_its_prefix(fl
         ("pod-a", "prefix=0.250"),
         ("pod-b", "prefix=0.000"),
     ]
+
+
+GO_TOOLS = ("go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc")
+GO_BUILD = Path(__file__).resolve().parent.parent / "examples" / "go-scheduler" / "build.sh"
+GO_MISSING = [tool for tool in GO_TOOLS if shutil.which(tool) is None]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    bool(GO_MISSING) and os.environ.get("DATALAYER_REQUIRE_GO") != "1",
+    reason=f"Go toolchain not installed ({', '.join(GO_MISSING)}): scripts/install-go-toolchain",
+)
+async def test_go_scheduler_routes_a_prompt_to_the_pod_holding_its_prefix(
+    fleet: Any, tmp_path: Path
+) -> None:
+    stub, pubs = fleet
+    made = await asyncio.create_subprocess_exec(
+        str(GO_BUILD),
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(made.communicate(), 300)
+    assert made.returncode == 0, output.decode()
+    prompt = "You are a concise assistant; answer in one line. Why is the sky blue?"
+    tokens = list(prompt.encode())  # the Go program's StandInTokens
+    pubs["pod-b"].publish(BlockCache().prompt(tokens))
+    probe = pb.MatchPrefixRequest(model=MODEL, token_ids=tokens)
+
+    async def indexed() -> bool:
+        return len((await stub.MatchPrefix(probe)).matches) == 1
+
+    await eventually(indexed, what="pod-b indexed")
+    process = await asyncio.create_subprocess_exec(
+        str(tmp_path / "go-scheduler"),
+        *("--target", stub._target, "--picks", "1", "--prompt", prompt, "--model", MODEL),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[1] == "pick 1: pod-b score=1.000 (best of 3)", out.decode()
+    assert lines[2].split()[0] == "pod-b"
+    assert lines[2].endswith("prefix=1.000")

@@ -40,6 +40,9 @@ func run() int {
 	flag.Float64Var(&cfg.QueueWeight, "queue-weight", cfg.QueueWeight, "weight of the queue scorer")
 	flag.Float64Var(&cfg.KVWeight, "kv-weight", cfg.KVWeight, "weight of the KV-cache scorer")
 	flag.Float64Var(&cfg.MetricWeight, "custom-weight", cfg.MetricWeight, "weight of the metric scorer")
+	flag.StringVar(&cfg.Prompt, "prompt", "", "route this prompt by its cached prefix (MatchPrefix; empty: scorer off)")
+	flag.StringVar(&cfg.Model, "model", "", "the prompt's model (base or LoRA name)")
+	flag.Float64Var(&cfg.PrefixWeight, "prefix-weight", cfg.PrefixWeight, "weight of the precise prefix-cache scorer")
 	flag.Parse()
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "go-scheduler:", err)
@@ -70,7 +73,9 @@ func run() int {
 	defer conn.Close()
 
 	attributes := []string{"metrics"} // identity, labels, stale and last_error always come
-	mirror := NewMirror(datalayerv1.NewDataLayerClient(conn), *selector, attributes, os.Stderr)
+	client := datalayerv1.NewDataLayerClient(conn)
+	mirror := NewMirror(client, *selector, attributes, os.Stderr)
+	tokens := StandInTokens(cfg.Prompt)
 	go mirror.Run(ctx)
 
 	select {
@@ -89,7 +94,16 @@ func run() int {
 	defer ticker.Stop()
 	for n := 1; *picks == 0 || n <= *picks; n++ {
 		endpoints, _, _ := mirror.Snapshot()
-		fmt.Println(strings.Join(Format(n, Pick(endpoints, cfg), cfg), "\n"))
+		var prefix *PrefixAnswer
+		if cfg.Prompt != "" {
+			answer, err := MatchPrefix(ctx, client, cfg.Model, tokens, *selector)
+			if err != nil { // no index, or unreachable: this pick goes on without the scorer
+				fmt.Println("MatchPrefix:", err)
+			} else {
+				prefix = &answer
+			}
+		}
+		fmt.Println(strings.Join(Format(n, PickWithPrefix(endpoints, cfg, prefix), cfg), "\n"))
 		if *picks != 0 && n == *picks {
 			break
 		}

@@ -39,11 +39,15 @@ type Config struct {
 	MetricMax float64
 	// MetricMode is Minimize (lower values are better) or Maximize.
 	MetricMode string
+	// Prompt turns on the precise prefix-cache scorer (prefix.go) for this prompt and Model.
+	Prompt       string
+	Model        string
+	PrefixWeight float64
 }
 
 // DefaultConfig weighs the three scorers equally; the metric scorer is off until a key is set.
 func DefaultConfig() Config {
-	return Config{QueueWeight: 1, KVWeight: 1, MetricWeight: 1, MetricMin: 0, MetricMax: 1, MetricMode: Minimize}
+	return Config{QueueWeight: 1, KVWeight: 1, MetricWeight: 1, MetricMin: 0, MetricMax: 1, MetricMode: Minimize, PrefixWeight: 1}
 }
 
 // Validate reports a configuration the metric scorer cannot normalise with.
@@ -185,6 +189,7 @@ type Scored struct {
 	KVUsageKnown  bool
 	MetricValue   float64
 	MetricPresent bool
+	Prefix        float64
 	Stale         bool
 }
 
@@ -200,6 +205,12 @@ type Decision struct {
 
 // Pick scores the non-stale endpoints (all of them when all are stale) and takes the best.
 func Pick(endpoints []*datalayerv1.Endpoint, cfg Config) Decision {
+	return PickWithPrefix(endpoints, cfg, nil)
+}
+
+// PickWithPrefix is Pick with the precise prefix-cache scorer fed by one MatchPrefix answer
+// (nil: the scorer is off for this pick).
+func PickWithPrefix(endpoints []*datalayerv1.Endpoint, cfg Config, prefix *PrefixAnswer) Decision {
 	sorted := append([]*datalayerv1.Endpoint(nil), endpoints...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].GetName() < sorted[j].GetName() })
 	candidates, dropped, allStale := FilterStale(sorted)
@@ -208,6 +219,10 @@ func Pick(endpoints []*datalayerv1.Endpoint, cfg Config) Decision {
 	var metric []float64
 	if cfg.MetricKey != "" {
 		metric = MetricScores(candidates, cfg)
+	}
+	var cached []float64
+	if prefix != nil {
+		cached = PrefixScores(candidates, *prefix)
 	}
 	ranked := make([]Scored, len(candidates))
 	for i, ep := range candidates {
@@ -219,6 +234,10 @@ func Pick(endpoints []*datalayerv1.Endpoint, cfg Config) Decision {
 			s.Metric = metric[i]
 			s.MetricValue, s.MetricPresent = MetricValue(ep, cfg)
 			s.Total += cfg.MetricWeight * s.Metric
+		}
+		if cached != nil {
+			s.Prefix = cached[i]
+			s.Total += cfg.PrefixWeight * s.Prefix
 		}
 		ranked[i] = s
 	}
@@ -262,6 +281,9 @@ func Format(n int, d Decision, cfg Config) []string {
 			} else {
 				line += fmt.Sprintf(" metric=%.3f (%s missing, worst case %g)", s.Metric, cfg.MetricKey, s.MetricValue)
 			}
+		}
+		if cfg.Prompt != "" {
+			line += fmt.Sprintf(" prefix=%.3f", s.Prefix)
 		}
 		if s.Stale {
 			line += " stale"
