@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from datalayer.model import EndpointSpec
 from datalayer.plugin import Extractor, PollingDataSource
+from plugins.shared.http.aio import PollError
 from plugins.shared.http.transport import HttpParameters, HttpTransport
 
 
@@ -60,15 +61,26 @@ class HttpDataSource(PollingDataSource):
             return "httptools" if self.http_params.scheme == "http" else "aiohttp"
         return self._transport.client_name
 
+    def target(self, endpoint: EndpointSpec) -> EndpointSpec:
+        """Where `endpoint`'s payload is fetched: itself, unless a source redirects (a node's
+        exporter, a metrics address label); PollError when it cannot say."""
+        return endpoint
+
     def url_for(self, endpoint: EndpointSpec) -> str:
-        return self.http_params.url_for(endpoint)
+        return self.http_params.url_for(self.target(endpoint))
 
     @abc.abstractmethod
     def decode(self, body: bytes) -> Any:
         """The payload of a 200 reply's body; raise PollError when it is not one."""
 
     def start_poll(self, endpoint: EndpointSpec) -> asyncio.Future[Any]:
-        return self._transport_or_fail().get(endpoint, self.decode)
+        try:
+            target = self.target(endpoint)
+        except PollError as exc:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        return self._transport_or_fail().get(target, self.decode)
 
     async def poll(self, endpoint: EndpointSpec) -> Any:
         return await self.start_poll(endpoint)

@@ -10,9 +10,7 @@ extractor picks the endpoint's GPUs out of it by the `pod` label.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from typing import Any
 
 from datalayer.model import EndpointSpec
 from datalayer.parameters import Duration, Port
@@ -51,15 +49,3 @@ class DcgmDataSource(MetricsDataSource):
         if not endpoint.node_address:
             raise PollError(f"useNodeAddress: endpoint {endpoint.name!r} has no node address")
         return dataclasses.replace(endpoint, address=endpoint.node_address)
-
-    def start_poll(self, endpoint: EndpointSpec) -> asyncio.Future[Any]:
-        try:
-            target = self.target(endpoint)
-        except PollError as exc:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
-        return super().start_poll(target)
-
-    def url_for(self, endpoint: EndpointSpec) -> str:
-        return super().url_for(self.target(endpoint))

@@ -11,9 +11,8 @@ A `port` parameter, when set, applies to every endpoint and wins over the label.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 from datalayer.model import EndpointSpec
 from datalayer.parameters import PositiveInt
@@ -46,15 +45,3 @@ class MulticlusterMetricsDataSource(MetricsDataSource):
                 raise PollError(f"label {METRICS_PORT_LABEL}={port_text!r} is not a port")
             port = int(port_text)
         return dataclasses.replace(endpoint, address=address, port=port)
-
-    def start_poll(self, endpoint: EndpointSpec) -> asyncio.Future[Any]:
-        try:
-            target = self.target(endpoint)
-        except PollError as exc:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
-        return super().start_poll(target)
-
-    def url_for(self, endpoint: EndpointSpec) -> str:
-        return super().url_for(self.target(endpoint))
