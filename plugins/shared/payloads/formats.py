@@ -10,7 +10,7 @@ loader's wiring check use the instance's type instead of the class attribute
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal, TypeAlias
 
 from datalayer.plugin import DataSource, Extractor
@@ -86,6 +86,11 @@ class PayloadFormatMixin(DataSource):
 
     #: The instance's format; set in `__init__` from the parameters.
     payload_format: PayloadFormat = "prometheus"
+    #: Built at `start`, once the extractors (and so the names to scan for) are known.
+    _decoder: BodyDecoder | None = None
+
+    def start(self, extractors: Sequence[Extractor]) -> None:
+        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     def check_extractor(self, extractor: Extractor) -> str | None:
         produced = payload_type(self.payload_format)

@@ -19,13 +19,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
 
 from datalayer.model import EndpointSpec
 from datalayer.parameters import FilePath, Parameters, PositiveDuration, PositiveInt
-from datalayer.plugin import Extractor, PollingDataSource
+from datalayer.plugin import PollingDataSource
 from plugins.shared.payloads import (
-    BodyDecoder,
     EndpointTemplate,
     JsonDocument,
     PayloadError,
@@ -65,11 +63,6 @@ class FileDataSource(PayloadFormatMixin, PollingDataSource):
         self.template = EndpointTemplate(params.path_template, "pathTemplate")
         self.payload_format = params.format
         self._params = params
-        #: Built at `start`, once the extractors (and so the names to scan for) are known.
-        self._decoder: BodyDecoder | None = None
-
-    def start(self, extractors: Sequence[Extractor]) -> None:
-        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     def path_for(self, endpoint: EndpointSpec) -> str:
         return self.template.render(endpoint)

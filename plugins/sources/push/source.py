@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -34,9 +34,8 @@ from aiohttp import hdrs, web
 
 from datalayer.model import EndpointSpec
 from datalayer.parameters import FilePath, Parameters, PositiveInt
-from datalayer.plugin import Extractor, ParameterError, PayloadSink, PushDataSource
+from datalayer.plugin import ParameterError, PayloadSink, PushDataSource
 from plugins.shared.payloads import (
-    BodyDecoder,
     JsonDocument,
     PayloadError,
     PayloadFormat,
@@ -85,17 +84,12 @@ class HttpPushDataSource(PayloadFormatMixin, PushDataSource):
             self._token = _read_token(params.bearer_token_file)
         self.payload_format = params.format
         self._params = params
-        #: Built at `start`, once the extractors (and so the names to scan for) are known.
-        self._decoder: BodyDecoder | None = None
         self._endpoints: dict[str, EndpointSpec] = {}
         self._sink: PayloadSink | None = None
         #: The bound port once listening (useful when `port` is 0).
         self.port: int | None = None
         #: Set while the server accepts pushes.
         self.listening = asyncio.Event()
-
-    def start(self, extractors: Sequence[Extractor]) -> None:
-        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     def update_endpoints(self, endpoints: Mapping[str, EndpointSpec]) -> None:
         self._endpoints = dict(endpoints)

@@ -14,7 +14,6 @@ accumulate sessions. Replies are held to the same rules as the TCP sources
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,10 +21,9 @@ import aiohttp
 
 from datalayer.model import EndpointSpec
 from datalayer.parameters import Duration, FilePath, Parameters, PositiveInt, UrlPath
-from datalayer.plugin import Extractor, PollingDataSource
+from datalayer.plugin import PollingDataSource
 from plugins.shared.http.aio import PollError, fetch_body
 from plugins.shared.payloads import (
-    BodyDecoder,
     EndpointTemplate,
     JsonDocument,
     PayloadError,
@@ -74,13 +72,8 @@ class UnixSocketDataSource(PayloadFormatMixin, PollingDataSource):
         self.path_template = EndpointTemplate(params.path, "path")
         self.payload_format = params.format
         self._params = params
-        #: Built at `start`, once the extractors (and so the names to scan for) are known.
-        self._decoder: BodyDecoder | None = None
         self._sessions: dict[str, _Session] = {}
         self._next_sweep = 0.0
-
-    def start(self, extractors: Sequence[Extractor]) -> None:
-        self._decoder = BodyDecoder(self.payload_format, extractors)
 
     async def poll(self, endpoint: EndpointSpec) -> MetricSamples | JsonDocument:
         decoder = self._decoder
