@@ -39,6 +39,7 @@ from typing import Any, Final
 import grpc
 from google.protobuf import duration_pb2
 
+from datalayer.model import SCALAR_METRIC_FIELDS
 from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 
@@ -47,14 +48,7 @@ log = logging.getLogger(__name__)
 WatchCallback = Callable[[pb.WatchResponse], None]
 
 #: The typed `Metrics` scalars that carry presence (absent = not known).
-OPTIONAL_METRICS: Final = (
-    "waiting_queue_size",
-    "running_requests_size",
-    "kv_cache_usage_percent",
-    "cache_block_size",
-    "cache_num_blocks",
-    "max_active_models",
-)
+OPTIONAL_METRICS: Final = SCALAR_METRIC_FIELDS
 
 #: What a scheduler should assume for an absent load signal: the least attractive value, so
 #: a pod that was not read never wins over one that was (an unbounded queue, a full cache).

@@ -13,19 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeAlias
 
-#: Names of the typed metric fields an extractor may set (the proto's `Metrics`).
-METRIC_FIELDS: Final = frozenset(
-    {
-        "waiting_queue_size",
-        "running_requests_size",
-        "kv_cache_usage_percent",
-        "cache_block_size",
-        "cache_num_blocks",
-        "active_models",
-        "waiting_models",
-        "max_active_models",
-    }
+#: The typed metric fields an extractor may set (the proto's `Metrics`), in its order.
+METRIC_FIELD_ORDER: Final = (
+    "waiting_queue_size",
+    "running_requests_size",
+    "kv_cache_usage_percent",
+    "cache_block_size",
+    "cache_num_blocks",
+    "active_models",
+    "waiting_models",
+    "max_active_models",
 )
+METRIC_FIELDS: Final = frozenset(METRIC_FIELD_ORDER)
 
 #: The typed fields that can be absent (None); the LoRA lists follow `max_active_models`.
 SCALAR_METRIC_FIELDS: Final = (

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from datalayer.model import (
     IDENTITY_PART,
+    METRIC_FIELD_ORDER,
     METRICS_PART,
     SHARED_EMPTY_DICT,
     SHARED_EMPTY_SET,
@@ -214,12 +215,7 @@ class EndpointStore:
                 attribute.update_time = now
         if expired and update.attributes:
             expired.difference_update("attr/" + key for key in update.attributes)
-        if not changed:
-            return frozenset()
-        parts = frozenset(changed)
-        record.revision = self._bump(name)
-        self._notify(name, parts, record.revision)
-        return parts
+        return self._commit(name, record, changed)
 
     def expire(self, name: str, now: float) -> frozenset[str]:
         """Drop the values of `name` not read again by their deadline; commit if any went.
@@ -254,12 +250,7 @@ class EndpointStore:
                     setattr(metrics, key, empty)
                     changed.add(METRICS_PART)
         record.next_expiry = earliest
-        if not changed:
-            return frozenset()
-        parts = frozenset(changed)
-        record.revision = self._bump(name)
-        self._notify(name, parts, record.revision)
-        return parts
+        return self._commit(name, record, changed)
 
     def set_owner(self, name: str, owner: str) -> bool:
         """Record which group member collects `name`; a change is an identity commit."""
@@ -310,6 +301,10 @@ class EndpointStore:
         if record.owner != owner:
             record.owner = owner
             changed.add(IDENTITY_PART)
+        return self._commit(name, record, changed)
+
+    def _commit(self, name: str, record: EndpointRecord, changed: set[str]) -> frozenset[str]:
+        """Bump the revision and tell the listeners, if anything changed; the changed parts."""
         if not changed:
             return frozenset()
         parts = frozenset(changed)
@@ -330,18 +325,6 @@ class EndpointStore:
 def _same_metrics(a: Metrics, b: Metrics) -> bool:
     """Equal values (update times aside: they move without a commit)."""
     return (
-        all(same_value(getattr(a, f), getattr(b, f)) for f in _COMPARED_FIELDS)
+        all(same_value(getattr(a, f), getattr(b, f)) for f in METRIC_FIELD_ORDER)
         and a.custom == b.custom
     )
-
-
-_COMPARED_FIELDS = (
-    "waiting_queue_size",
-    "running_requests_size",
-    "kv_cache_usage_percent",
-    "cache_block_size",
-    "cache_num_blocks",
-    "active_models",
-    "waiting_models",
-    "max_active_models",
-)
