@@ -21,12 +21,11 @@ from lightkube import AsyncClient
 from lightkube.core.client import LabelSelector
 from lightkube.generic_resource import create_namespaced_resource
 
-from datalayer.model import EndpointSpec
 from datalayer.parameters import NonEmptyStr, Parameters
 from datalayer.plugin import DiscoverySink
 from datalayer.selector import Selector, SelectorError, parse_selector
 from plugins.discovery.kubernetes.pods import EndpointTracker
-from plugins.discovery.kubernetes.reflector import Backoff, PodReflector
+from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, SyncOnlySink
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +85,6 @@ def pool_spec(pool: dict[str, Any]) -> PoolSpec:
     return PoolSpec(text, tuple(ports))
 
 
-class _NoEndpoints:
-    """The pool reflector's sink: it reports no endpoints, only that it listed."""
-
-    def mark_synced(self) -> None:
-        pass
-
-    async def upsert(self, spec: EndpointSpec) -> None:  # pragma: no cover - never called
-        pass
-
-    async def delete(self, name: str) -> None:  # pragma: no cover - never called
-        pass
-
-    async def replace_all(self, specs: Any) -> None:  # pragma: no cover - never called
-        pass
-
-
 class PoolFollower:
     """Keeps one pod reflector running for the pool's current selector and ports."""
 
@@ -132,7 +115,7 @@ class PoolFollower:
     async def run(self) -> None:
         reflector = PodReflector(
             self._client,
-            _NoEndpoints(),
+            SyncOnlySink(),
             self,
             namespace=self._pool_namespace,
             labels=None,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol
 
 import httpx2
@@ -38,6 +38,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.core.client import LabelSelector
 from lightkube.resources.core_v1 import Pod
 
+from datalayer.model import EndpointSpec
 from datalayer.plugin import DiscoverySink
 
 log = logging.getLogger(__name__)
@@ -241,3 +242,20 @@ class PodReflector:
         if self._failure is not None:
             log.info("pod list/watch in namespace %s works again", self._namespace)
             self._failure = None
+
+
+class SyncOnlySink:
+    """A reflector's sink for a watch that reports no endpoints of its own (an InferencePool,
+    a notification source's objects): the reflector only calls `mark_synced` on it."""
+
+    def mark_synced(self) -> None:
+        pass
+
+    async def upsert(self, spec: EndpointSpec) -> None:  # pragma: no cover - never called
+        pass
+
+    async def delete(self, name: str) -> None:  # pragma: no cover - never called
+        pass
+
+    async def replace_all(self, specs: Sequence[EndpointSpec]) -> None:  # pragma: no cover
+        pass

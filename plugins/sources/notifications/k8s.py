@@ -32,7 +32,7 @@ from datalayer.notifications import (
 )
 from datalayer.parameters import Duration, FilePath, NonEmptyStr, Parameters
 from datalayer.plugin import DiscoverySink, Extractor, ParameterError, PayloadSink
-from plugins.discovery.kubernetes.reflector import Backoff, PodReflector
+from plugins.discovery.kubernetes.reflector import Backoff, PodReflector, SyncOnlySink
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class K8sNotificationSource(NotificationSource):
         try:
             reflector = PodReflector(
                 client,
-                _Synced(),
+                SyncOnlySink(),
                 _EventTracker(self, sink),
                 namespace=params.namespace,
                 labels=None,
@@ -130,23 +130,6 @@ class K8sNotificationSource(NotificationSource):
 
 
 _POD = GroupVersionKind("", "v1", "Pod")
-
-
-class _Synced:
-    """The reflector's sink for what a notification source does not need (it reports no
-    endpoints): only `mark_synced` is called, by the reflector itself."""
-
-    def mark_synced(self) -> None:
-        pass
-
-    async def upsert(self, spec: EndpointSpec) -> None:  # pragma: no cover - never called
-        pass
-
-    async def delete(self, name: str) -> None:  # pragma: no cover - never called
-        pass
-
-    async def replace_all(self, specs: Sequence[EndpointSpec]) -> None:  # pragma: no cover
-        pass
 
 
 class _EventTracker:
