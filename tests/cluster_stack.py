@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +19,8 @@ import yaml
 
 from datalayer.client import DataLayerClient
 from datalayer.v1 import datalayer_pb2 as pb
+
+from stack import free_port
 
 DATALAYER = str(Path(sys.executable).with_name("datalayer"))
 PODS_SCRIPT = str(Path(__file__).with_name("cluster_pods.py"))
@@ -46,13 +47,6 @@ dataLayer:
   discovery: {{pluginRef: file-discovery}}
 cluster: {cluster}
 """
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ DEFAULT_PODS = (
     PodSpec(name="pod-b", loras=("sql-lora", "chat-lora"), max_lora=2),
     PodSpec(name="pod-c", model="Qwen/Qwen2.5-7B-Instruct", engines=2),
 )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS's pick; it may be taken again later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 async def eventually(

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from cluster_stack import Replica, free_port, group_config, pod_process, write_endpoints
+from cluster_stack import Replica, group_config, pod_process, write_endpoints
 
 from datalayer.client import ClientTls, DataLayerClient
 
 from certs import make_pki
-from stack import eventually
+from stack import eventually, free_port
 
 PODS = 8
 

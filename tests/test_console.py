@@ -9,7 +9,6 @@ import json
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from console.rows import EndpointRow, format_age, format_lora, health_state
 from server.security import TlsFiles
 
 from certs import make_pki
-from stack import Stack, eventually, running_stack
+from stack import Stack, eventually, free_port, running_stack
 
 DATALAYER = str(Path(sys.executable).with_name("datalayer"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -147,18 +146,11 @@ async def test_get_shows_everything_about_one_endpoint(stack: Stack) -> None:
     assert err == f"error: no endpoint named 'no-such-pod' at 127.0.0.1:{stack.app.grpc_port}\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
     "command", [["list"], ["list", "--json"], ["get", "pod-a"], ["watch"], ["watch", "--once"]]
 )
 async def test_unreachable_server_is_one_line_and_exit_1(command: list[str]) -> None:
-    target = f"127.0.0.1:{_free_port()}"
+    target = f"127.0.0.1:{free_port()}"
     code, out, err = await datalayer(*command, "-s", target)
     assert code == 1
     assert out == ""
@@ -382,7 +374,7 @@ async def test_list_and_json_show_an_unread_endpoint_as_unknown(tmp_path: Path) 
         document = yaml.safe_load(stack.endpoints_file.read_text())
         labels = {"app": "vllm", "llm-d.ai/engine-type": "vllm"}
         document["endpoints"].append(
-            {"name": "pod-never", "address": "127.0.0.1", "port": _free_port(), "labels": labels}
+            {"name": "pod-never", "address": "127.0.0.1", "port": free_port(), "labels": labels}
         )
         stack.endpoints_file.write_text(yaml.safe_dump(document))
         await stack.control(2, {"waiting": 0, "running": 0, "kv_cache_usage": 0.0})

@@ -27,7 +27,7 @@ from plugins.extractors.kv_block_index.extractor import (
 from plugins.sources.kv_events.source import KvEventsDataSource, KvEventsSourceParameters
 from plugins.sources.kv_events.wire import encode_batch
 
-from stack import eventually
+from stack import eventually, free_port
 
 MODEL = "mock-model"
 
@@ -111,8 +111,8 @@ async def harness_factory() -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     made: list[Harness] = []
 
     async def make(replay: bool = False) -> Harness:
-        port = _free_port()
-        harness = Harness(port, _free_port() if replay else None)
+        port = free_port()
+        harness = Harness(port, free_port() if replay else None)
         harness.task = asyncio.create_task(harness.source.run(harness.sink))
         made.append(harness)
         return harness
@@ -126,14 +126,6 @@ async def harness_factory() -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
         for pub in harness.pubs.values():
             await pub.close()
         harness.context.term()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from mockpod.kv_events import BlockCache, KvEventPublisher
 from plugins.sources.kv_events.wire import stored_event
 from server.app import DataLayerApp, ServeOptions
 
-from stack import eventually
+from stack import eventually, free_port
 
 CONFIG = """\
 plugins:
@@ -73,12 +72,6 @@ PODS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serving(
     tmp_path: Path, config: str, port: int
@@ -107,7 +100,7 @@ async def serving(
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, KvEventPublisher]]]:
     context = zmq.asyncio.Context()
-    port = _free_port()
+    port = free_port()
     pubs = {
         name: KvEventPublisher(context, host=host, port=port, topic=f"kv@{host}@{MODEL}")
         for name, (host, _) in PODS.items()

@@ -25,7 +25,14 @@ from datalayer.v1 import datalayer_pb2 as pb
 from datalayer.v1 import datalayer_pb2_grpc as pb_grpc
 from mockpod.server import PodGroup, start_pods
 
-from stack import DEFAULT_PODS, STACK_CONFIG, eventually, running_stack, write_endpoints_file
+from stack import (
+    DEFAULT_PODS,
+    STACK_CONFIG,
+    eventually,
+    free_port,
+    running_stack,
+    write_endpoints_file,
+)
 
 DATALAYER = str(Path(sys.executable).with_name("datalayer"))
 
@@ -179,14 +186,6 @@ async def read_log_until(process: subprocess.Popen[str], pattern: str, timeout: 
         raise AssertionError("server ended; it logged:\n" + "".join(lines))
 
     return await asyncio.wait_for(asyncio.to_thread(scan), timeout)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

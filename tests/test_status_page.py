@@ -21,7 +21,7 @@ import yaml
 from server.status_html import PAGE
 from server.status_page import MAX_LIMIT
 
-from stack import Stack, eventually
+from stack import Stack, eventually, free_port
 
 #: Colours from the page's CSS: the stale row background, the stale and fresh state pills.
 STALE_ROW_BG = (0xFC, 0xE8, 0xE6)
@@ -337,7 +337,7 @@ async def test_status_json_gives_null_for_what_was_not_read(stack: Stack) -> Non
     document = yaml.safe_load(stack.endpoints_file.read_text())
     labels = {"app": "vllm", "llm-d.ai/engine-type": "vllm"}
     document["endpoints"].append(
-        {"name": "pod-never", "address": "127.0.0.1", "port": _free_port(), "labels": labels}
+        {"name": "pod-never", "address": "127.0.0.1", "port": free_port(), "labels": labels}
     )
     stack.endpoints_file.write_text(yaml.safe_dump(document))
 
@@ -355,11 +355,3 @@ async def test_status_json_gives_null_for_what_was_not_read(stack: Stack) -> Non
     assert (idle["waiting"], idle["running"], idle["kv"]) == (0, 0, 0.0)
     # The page renders null as "-" (no browser here: the headless test needs chromium).
     assert 'function num(v) { return v === null || v === undefined ? "-"' in PAGE
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
