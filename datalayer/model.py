@@ -146,10 +146,6 @@ class Metrics:
     #: When each custom value was last read: a value missing from a page keeps its old time.
     custom_update_time: dict[str, float] = field(default_factory=shared_empty_dict)
 
-    def known_fields(self) -> list[str]:
-        """The typed fields that hold a value (the LoRA lists count with `max_active_models`)."""
-        return [name for name in SCALAR_METRIC_FIELDS if getattr(self, name) is not None]
-
 
 @dataclass(slots=True)
 class Attribute:

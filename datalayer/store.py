@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datalayer.model import (
     IDENTITY_PART,
     METRIC_FIELD_ORDER,
+    METRIC_FIELDS,
     METRICS_PART,
+    SCALAR_METRIC_FIELDS,
     SHARED_EMPTY_DICT,
     SHARED_EMPTY_SET,
     STATUS_PART,
@@ -46,7 +48,7 @@ ChangeListener = Callable[[str, frozenset[str], int], None]
 REMOVED_PART = "@removed"
 _ADDED_PARTS = frozenset({IDENTITY_PART, STATUS_PART, METRICS_PART})
 #: Metric fields that are lists: "unknown" is the empty list (presence follows max_active_models).
-_LIST_FIELDS = frozenset({"active_models", "waiting_models"})
+_LIST_FIELDS = METRIC_FIELDS - frozenset(SCALAR_METRIC_FIELDS)
 
 
 @dataclass(slots=True)
